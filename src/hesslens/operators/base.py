@@ -1,0 +1,98 @@
+"""What the linear-algebra layer needs from an operator, and adapters for the common kinds.
+
+hesslens algorithms accept any symmetric operator: a :class:`~hesslens.HessianOperator`, a dense
+``torch.Tensor`` or NumPy array, or a SciPy ``LinearOperator``. :func:`as_operator` wraps each in a
+:class:`SymmetricOperator` whose :meth:`matmat` maps a float64 ``(n, k)`` tensor to a float64
+``(n, k)`` tensor, so that the recurrences can always run in float64 whatever the products run in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError, MemoryBudgetError
+
+#: Default ceiling for dense assembly, in bytes (float64 n×n plus one working copy).
+DENSE_BUDGET_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class SymmetricOperator:
+    """A symmetric n×n operator seen through batched products in float64."""
+
+    n: int
+    matmat: Callable[[torch.Tensor], torch.Tensor]
+    source: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+
+def _dense_matmat(a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    a64 = a.detach().to(torch.float64)
+    return lambda v: a64 @ v.to(a64.device)
+
+
+def as_operator(a: Any) -> SymmetricOperator:
+    """Wrap ``a`` (hesslens operator, tensor, array or SciPy LinearOperator) as a SymmetricOperator."""
+    if isinstance(a, SymmetricOperator):
+        return a
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] != shape[1]:
+        raise InvalidInputError(f"operator must be square with a 2-D .shape, got shape {shape}")
+    n = int(shape[0])
+    if n == 0:
+        raise InvalidInputError("operator has dimension 0")
+    if isinstance(a, torch.Tensor):
+        return SymmetricOperator(n, _dense_matmat(a), a)
+    if isinstance(a, np.ndarray):
+        return SymmetricOperator(n, _dense_matmat(torch.from_numpy(np.asarray(a, dtype=np.float64))), a)
+    if hasattr(a, "matmat") and not hasattr(a, "torch_matmat"):  # SciPy LinearOperator
+
+        def scipy_matmat(v: torch.Tensor) -> torch.Tensor:
+            out = np.asarray(a.matmat(v.cpu().numpy()), dtype=np.float64)
+            return torch.from_numpy(out.reshape(n, -1))
+
+        return SymmetricOperator(n, scipy_matmat, a)
+    if hasattr(a, "torch_matmat"):  # hesslens operators: float64 in, float64 out
+        return SymmetricOperator(n, a.torch_matmat, a)
+    if hasattr(a, "__matmul__"):
+        return SymmetricOperator(n, lambda v: torch.as_tensor(a @ v, dtype=torch.float64), a)
+    raise InvalidInputError(f"cannot use {type(a).__name__} as an operator: it has no matmat or @")
+
+
+def dense_bytes(n: int) -> int:
+    """Memory to assemble and diagonalise an n×n float64 matrix (the matrix and one working copy)."""
+    return 2 * 8 * n * n
+
+
+def check_dense_budget(n: int, max_bytes: int | None) -> None:
+    budget = DENSE_BUDGET_BYTES if max_bytes is None else max_bytes
+    need = dense_bytes(n)
+    if need > budget:
+        raise MemoryBudgetError(
+            f"a dense {n}×{n} matrix needs about {need / 2**30:.2f} GiB in float64 (matrix plus one "
+            f"working copy), above the budget of {budget / 2**30:.2f} GiB; raise max_bytes= if the "
+            f"machine has the memory, or use eigenvalues()/spectral_density() instead"
+        )
+
+
+def assemble_dense(op: Any, *, max_bytes: int | None = None, chunk: int = 256) -> torch.Tensor:
+    """Assemble the dense float64 matrix of a symmetric operator from batched products with I.
+
+    The result is symmetrised, (A + Aᵀ)/2, which removes round-off asymmetry and nothing else.
+    """
+    sym = as_operator(op)
+    check_dense_budget(sym.n, max_bytes)
+    out = torch.empty(sym.n, sym.n, dtype=torch.float64)
+    for start in range(0, sym.n, chunk):
+        stop = min(sym.n, start + chunk)
+        eye = torch.zeros(sym.n, stop - start, dtype=torch.float64)
+        eye[torch.arange(start, stop), torch.arange(stop - start)] = 1.0
+        out[:, start:stop] = sym.matmat(eye)
+    return (out + out.T) / 2

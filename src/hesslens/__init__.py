@@ -3,6 +3,8 @@
 from .errors import HesslensError, InvalidInputError, MemoryBudgetError, NonDeterministicLossError
 from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
 from .operators import HessianOperator, as_operator, preserved_state
+from . import datasets
+from .training import TrainResult, Tracker, train
 
 __version__ = "0.1.0"
 
@@ -10,4 +12,5 @@ __all__ = [
     "EigenResult", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
+    "datasets", "TrainResult", "Tracker", "train",
 ]

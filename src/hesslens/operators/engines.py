@@ -41,9 +41,11 @@ _UNSUPPORTED = (RuntimeError, NotImplementedError)
 
 
 def _quiet(fn: Callable[[], Any]) -> Any:
-    # linearize's constant folding warns about get_attr nodes it inserts itself; harmless.
+    # linearize's tracing warns about get_attr nodes its constant folding inserts itself and about
+    # its own internal use of torch.jit.script: harmless, and not the user's to act on.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
         return fn()
 
 
@@ -214,6 +216,8 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
 
 @dataclass(frozen=True)
 class EngineChoice:
+    """The chosen engine, why, and the measured seconds per product column (``build:*``: set-up)."""
+
     engine: Engine
     reason: str
     timings: dict[str, float]
@@ -237,9 +241,12 @@ def choose_engine(
     *,
     cache_fits: bool,
     linearize_blocker: str | None = None,
+    expected_matvecs: int = 1000,
     probe_columns: int = 4,
 ) -> EngineChoice:
-    """Pick the fastest engine that works for this model, timing candidates on the first batch.
+    """Pick the engine that finishes ``expected_matvecs`` products soonest, timing candidates on the
+    first batch: build time (a linearisation costs far more to build than a kept gradient graph)
+    plus the expected number of products at the measured time per product.
 
     Candidates that raise (no forward-mode rule, no batching rule) are dropped with their reason;
     if the cache does not fit in memory only the streaming engine is considered.
@@ -257,23 +264,39 @@ def choose_engine(
     tangents = tuple(torch.randn(probe_columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
     first = [batches[0]]
     timings: dict[str, float] = {}
+    built: dict[str, Engine] = {}
+    build: dict[str, float] = {}
     failures: list[str] = [f"linearize: {linearize_blocker}"] if linearize_blocker else []
     for cls in (DoubleBackwardEngine,) if linearize_blocker else (LinearizeEngine, DoubleBackwardEngine):
-        for use_vmap in (True, False):
-            label = f"{cls.name}+{'vmap' if use_vmap else 'loop'}"
+        try:
+            t0 = time.perf_counter()
+            built[cls.name] = cls(loss, params, first, (1.0,), use_vmap=True)
+            build[cls.name] = time.perf_counter() - t0
+        except _UNSUPPORTED as err:
+            failures.append(f"{cls.name}: {str(err).splitlines()[0][:160]}")
+            continue
+        for use_vmap in (True, False):  # both column strategies share one cache
+            built[cls.name].use_vmap = use_vmap
             try:
-                timings[label] = _time(cls(loss, params, first, (1.0,), use_vmap=use_vmap), tangents)
+                timings[built[cls.name].label] = _time(built[cls.name], tangents) / probe_columns
             except _UNSUPPORTED as err:
-                failures.append(f"{label}: {str(err).splitlines()[0][:160]}")
+                failures.append(f"{built[cls.name].label}: {str(err).splitlines()[0][:160]}")
     if not timings:
         raise RuntimeError("no Hessian-vector product engine works for this model:\n" + "\n".join(failures))
-    best = min(timings, key=timings.get)
+    total = {label: build[label.split("+")[0]] + expected_matvecs * t for label, t in timings.items()}
+    best = min(total, key=total.get)
     name, mode = best.split("+")
     if not any(k.startswith("linearize") for k in timings):
         warnings.warn("hesslens: the linearize engine is unavailable for this model; using double backward: "
                       + "; ".join(failures), stacklevel=3)
-    engine = ENGINES[name](loss, params, batches, weights, use_vmap=(mode == "vmap"))
-    reason = f"fastest of {len(timings)} timed on the first batch ({probe_columns} columns)"
+    if len(batches) == 1 and tuple(weights) == (1.0,):  # the timed engine already holds the whole cache
+        engine = built[name]
+        engine.use_vmap = mode == "vmap"
+    else:
+        engine = ENGINES[name](loss, params, batches, weights, use_vmap=(mode == "vmap"))
+    reason = (f"fastest of {len(timings)} for {expected_matvecs} products (build + products, timed on the "
+              f"first batch with {probe_columns} columns)")
     if failures:
         reason += "; unavailable: " + "; ".join(failures)
+    timings.update({f"build:{k}": v for k, v in build.items()})
     return EngineChoice(engine, reason, timings)

@@ -112,11 +112,16 @@ class HessianOperator:
     batch_loss : ``fn(model, batch) -> scalar`` instead of ``loss_fn`` for custom losses, dict batches,
         outputs with ``.logits``; treated as a mean over the batch's samples.
     engine : ``"auto"`` (time the cached engines on the first batch, keep the fastest),
-        ``"linearize"``, ``"double_backward"`` or ``"streaming"``.
+        ``"linearize"``, ``"double_backward"`` or ``"streaming"``, optionally suffixed ``"+vmap"``
+        (columns batched by ``vmap``, the default) or ``"+loop"`` (one column at a time); the
+        :attr:`engine` of an earlier operator can be passed to skip the timing.
     max_columns : most columns per batched product (bounds memory); None chooses from the
         measured activation memory.
     cache_budget : bytes the cached engines may hold; default a quarter of physical memory.
     check_determinism : evaluate the first batch twice and refuse a stochastic loss.
+    expected_matvecs : how many product columns the caller expects to need; ``"auto"`` weighs each
+        engine's set-up time against that many products (a linearisation is slow to build and fast to
+        replay, so it pays off for a spectral density, not for one λ_max).
 
     Examples
     --------
@@ -141,13 +146,16 @@ class HessianOperator:
         max_columns: int | None = None,
         cache_budget: int | None = None,
         check_determinism: bool = True,
+        expected_matvecs: int = 1000,
     ):
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if (loss_fn is None) == (batch_loss is None):
             raise InvalidInputError("pass exactly one of loss_fn=(outputs, targets) -> scalar or batch_loss=(model, batch) -> scalar")
-        if engine != "auto" and engine not in ENGINES:
-            raise InvalidInputError(f"engine must be 'auto' or one of {sorted(ENGINES)}, got {engine!r}")
+        engine_name, _, columns = engine.partition("+")
+        if engine != "auto" and (engine_name not in ENGINES or columns not in ("", "vmap", "loop")):
+            raise InvalidInputError(f"engine must be 'auto' or one of {sorted(ENGINES)}, optionally with '+vmap' "
+                                    f"or '+loop' (e.g. 'linearize+loop'), got {engine!r}")
         self.model, self.mode = model, check_mode(mode)
         self.reduction = "mean" if batch_loss is not None else getattr(loss_fn, "reduction", "mean")
         self.data: AnalysisData = as_analysis_data(data)
@@ -182,13 +190,15 @@ class HessianOperator:
             if engine == "auto":
                 choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data,
                                        self.data.weights(self.reduction), cache_fits=cache_fits,
-                                       linearize_blocker=profile.linearize_blocker())
+                                       linearize_blocker=profile.linearize_blocker(),
+                                       expected_matvecs=expected_matvecs)
                 self._engine, self.engine_reason, self.engine_timings = choice.engine, choice.reason, choice.timings
             else:
-                if engine == "linearize" and profile.linearize_blocker():
+                if engine_name == "linearize" and profile.linearize_blocker():
                     raise InvalidInputError(f"engine='linearize' is unavailable for this model: {profile.linearize_blocker()}")
-                source = self.data if engine == "streaming" else batches
-                self._engine = ENGINES[engine](self._loss, self._primal, source, self.data.weights(self.reduction), use_vmap=True)
+                source = self.data if engine_name == "streaming" else batches
+                self._engine = ENGINES[engine_name](self._loss, self._primal, source, self.data.weights(self.reduction),
+                                                    use_vmap=columns != "loop")
                 self.engine_reason, self.engine_timings = "requested", {}
             self.setup_seconds = time.perf_counter() - t0
         self.loss_value = float(sum(w * l for w, l in zip(self.data.weights(self.reduction), losses)))

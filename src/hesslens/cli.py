@@ -1,0 +1,321 @@
+"""The ``hesslens`` command line.
+
+``hesslens analyze`` measures the curvature of a model's training loss and writes a report folder:
+
+* with no options it trains the embedded default (:mod:`hesslens.defaults`, a small MLP on
+  scikit-learn's bundled digits, a few seconds) and analyses it;
+* with ``--model module:factory [--checkpoint file] --data module:function`` it analyses the
+  user's own model: ``factory()`` returns the ``nn.Module`` (or the attribute is the module
+  itself), ``--checkpoint`` is a ``state_dict`` saved with ``torch.save``, and ``function()``
+  returns one ``(inputs, targets)`` batch, a list of batches or a DataLoader.
+
+``module`` is an importable module name (the current directory is searched first, as with
+``python -m``) or a path to a ``.py`` file. Errors raised by hesslens (bad data, a stochastic
+loss, a memory budget) are printed as one line and exit with status 2, like usage errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import HesslensError
+
+LOSSES = ("cross_entropy", "mse")
+MODES = ("eval", "train", "as_is")
+
+
+class HesslensFailure(click.ClickException):
+    """A hesslens error shown as ``Error: <one line>`` with exit status 2 (no traceback)."""
+
+    exit_code = 2
+
+    def __init__(self, error: BaseException):
+        super().__init__(" ".join(str(error).split()) or type(error).__name__)
+
+
+# -- loading the user's objects -------------------------------------------------------------------
+def _import_module(name: str, option: str, spec: str):
+    if name.endswith(".py") or os.sep in name or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise click.BadParameter(f"no such file {name!r} (from {spec!r})", param_hint=option)
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise click.BadParameter(f"cannot import {name!r} as a Python module", param_hint=option)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise click.BadParameter(f"importing {name!r} failed: {type(exc).__name__}: {exc}", param_hint=option) from exc
+        return module
+    # Console scripts do not put the working directory on sys.path; users expect `python -m` behaviour.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise click.BadParameter(f"cannot import module {name!r} (from {spec!r}): {exc}", param_hint=option) from exc
+    except Exception as exc:
+        raise click.BadParameter(f"importing module {name!r} failed: {type(exc).__name__}: {exc}", param_hint=option) from exc
+
+
+def load_object(spec: str, option: str) -> Any:
+    """Resolve ``module:attribute`` (attribute may be dotted), naming ``option`` in every error."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(f"expected module:attribute (e.g. mypackage.models:make_model), got {spec!r}",
+                                 param_hint=option)
+    obj = _import_module(module_name, option, spec)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}", param_hint=option) from None
+    return obj
+
+
+def _call(obj: Any, spec: str, option: str) -> Any:
+    try:
+        return obj()
+    except HesslensError:
+        raise
+    except Exception as exc:
+        raise click.ClickException(f"{option} {spec}: calling it failed: {type(exc).__name__}: {exc}") from exc
+
+
+def load_model(spec: str, checkpoint: str | None):
+    """The user's model from ``--model`` and, if given, its weights from ``--checkpoint``."""
+    import torch
+    from torch import nn
+
+    obj = load_object(spec, "--model")
+    model = obj if isinstance(obj, nn.Module) else _call(obj, spec, "--model") if callable(obj) else obj
+    if not isinstance(model, nn.Module):
+        raise click.BadParameter(f"{spec!r} gave a {type(model).__name__}, not a torch.nn.Module", param_hint="--model")
+    if checkpoint is not None:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise click.BadParameter(f"cannot read {checkpoint!r} with torch.load: {type(exc).__name__}: {exc}",
+                                     param_hint="--checkpoint") from exc
+        if isinstance(state, dict):
+            for key in ("state_dict", "model_state_dict", "model"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+        if not isinstance(state, dict):
+            raise click.BadParameter(f"{checkpoint!r} holds a {type(state).__name__}, not a state_dict",
+                                     param_hint="--checkpoint")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise click.BadParameter(f"{checkpoint!r} does not fit the model from {spec!r}: "
+                                     + " ".join(str(exc).split()), param_hint="--checkpoint") from exc
+    return model
+
+
+def load_data(spec: str) -> Any:
+    obj = load_object(spec, "--data")
+    return _call(obj, spec, "--data") if callable(obj) else obj
+
+
+# -- progress over the whole job -----------------------------------------------------------------
+class _Steps:
+    """One tqdm bar over the job's steps (on stderr, only on a terminal)."""
+
+    def __init__(self, names: list[str], enabled: bool | None):
+        from .progress import progress_bar
+
+        self._cm = progress_bar(total=len(names), desc="hesslens analyze", enabled=enabled)
+        self._bar = self._cm.__enter__()
+        self._started = False
+
+    def start(self, name: str) -> None:
+        if self._started:
+            self._bar.update(1)
+        self._started = True
+        self._bar.set_postfix_str(name)
+
+    def close(self) -> None:
+        if self._started:
+            self._bar.update(1)
+        self._cm.__exit__(None, None, None)
+
+
+# -- commands -------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hesslens")
+def cli() -> None:
+    """hesslens: Hessian eigenvalues, traces and spectral densities of PyTorch models."""
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("hesslens-report"),
+              show_default=True, help="Report folder (created if needed).")
+@click.option("--model", "model_spec", metavar="MODULE:FACTORY",
+              help="Your model: a factory returning an nn.Module (or the module object). Default: train the embedded digits MLP.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="A state_dict saved by torch.save, loaded into --model.")
+@click.option("--data", "data_spec", metavar="MODULE:FUNCTION",
+              help="Analysis data: a function returning an (inputs, targets) batch, a list of batches or a DataLoader.")
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help="Criterion for --model  [default: cross_entropy]")
+@click.option("--mode", type=click.Choice(MODES), default="eval", show_default=True,
+              help="eval, train (BatchNorm batch statistics), or as_is.")
+@click.option("--steps", type=click.IntRange(min=1), default=80, show_default=True, help="SLQ Lanczos steps (capped at the parameter count).")
+@click.option("--probes", type=click.IntRange(min=1), default=10, show_default=True, help="SLQ random probes.")
+@click.option("--trace-matvecs", type=click.IntRange(min=6), default=100, show_default=True, help="Hutch++ products for the trace.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random probe.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True,
+              help="Relative residual tolerance of λ_max and λ_min.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the report path.")
+def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str | None,
+            mode: str, steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool) -> None:
+    """Measure λ_max, λ_min, the trace and the spectral density of the loss Hessian; write a report.
+
+    \b
+    Without --model: train the embedded default (MLP on scikit-learn digits) and analyse it.
+    With --model M:F --data M:G [--checkpoint FILE]: analyse your model on your data.
+    The report folder holds summary.json, density.png and report.html.
+    """
+    if model_spec is None:
+        for given, name in ((data_spec, "--data"), (checkpoint, "--checkpoint")):
+            if given is not None:
+                raise click.UsageError(f"{name} needs --model MODULE:FACTORY (without --model the embedded default is used)")
+        if loss not in (None, "cross_entropy"):
+            raise click.UsageError("--loss applies to --model; the embedded default uses cross_entropy")
+    elif data_spec is None:
+        raise click.UsageError("--model needs --data MODULE:FUNCTION: the batches whose loss Hessian is analysed")
+    try:
+        files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, steps, probes,
+                     trace_matvecs, seed, tol, quiet)
+    except HesslensError as exc:
+        raise HesslensFailure(exc) from exc
+    if quiet:
+        click.echo(str(files.report_html))
+        return
+    click.echo(summary_table(files))
+
+
+def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
+         steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool):
+    started = time.perf_counter()
+    import torch
+    from torch import nn
+
+    from .operators import HessianOperator
+    from .report import STEPS, AnalysisSettings, analyze_operator, write_report
+
+    settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol)
+    first = "train default model" if model_spec is None else "load model and data"
+    progress = False if quiet else None
+    bar = _Steps([first, "build operator", *STEPS, "write report"], enabled=progress)
+    timings: dict[str, float] = {}
+    try:
+        bar.start(first)
+        t0 = time.perf_counter()
+        if model_spec is None:
+            from .defaults import analysis_data, build_model, default_problem
+
+            problem = default_problem()
+            model, data, loss_fn = problem.model, problem.data, problem.loss_fn
+            info = dict(problem.info)
+            data_info = {"name": info.pop("dataset") + " (training split)"}
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), out / "model.pt")
+            # How to re-analyse exactly this model with the --model path.
+            info.update({"checkpoint": "model.pt", "factory": f"{build_model.__module__}:{build_model.__name__}",
+                         "data_function": f"{analysis_data.__module__}:{analysis_data.__name__}"})
+            timings["train"] = time.perf_counter() - t0
+        else:
+            model = load_model(model_spec, checkpoint)
+            data = load_data(data_spec)
+            loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+            info = {"name": type(model).__name__, "factory": model_spec,
+                    "parameters": sum(p.numel() for p in model.parameters())}
+            if checkpoint is not None:
+                info["checkpoint"] = str(checkpoint)
+            data_info = {"name": data_spec}
+            timings["load"] = time.perf_counter() - t0
+
+        bar.start("build operator")
+        t0 = time.perf_counter()
+        try:
+            op = HessianOperator(model, loss_fn, data, mode=mode)
+        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+            # Almost always the user's model, data and --loss not fitting together (shapes, dtypes):
+            # one line says which; the traceback stays available for debugging.
+            if model_spec is None or isinstance(exc, HesslensError) or os.environ.get("HESSLENS_TRACEBACK"):
+                raise
+            raise click.ClickException(
+                f"evaluating the {loss} loss of --model {model_spec} on --data {data_spec} failed: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())} (set HESSLENS_TRACEBACK=1 for the traceback)"
+            ) from exc
+        timings["operator"] = time.perf_counter() - t0
+
+        command = _command(model_spec, checkpoint, data_spec, loss, mode, steps, probes, trace_matvecs, seed, tol)
+        summary = analyze_operator(op, settings, model_info=info, data_info=data_info,
+                                   extra_settings={"loss": loss, "command": command}, timings=timings,
+                                   progress=progress,
+                                   on_step=bar.start)
+        bar.start("write report")
+        return write_report(summary, out, started=started)
+    finally:
+        bar.close()
+
+
+def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
+             steps: int, probes: int, trace_matvecs: int, seed: int, tol: float) -> str:
+    """The command line that repeats this analysis (recorded in the summary's settings)."""
+    args = ["hesslens", "analyze"]
+    if model_spec is not None:
+        args += ["--model", model_spec, *(["--checkpoint", str(checkpoint)] if checkpoint else []),
+                 "--data", str(data_spec), "--loss", loss]
+    args += ["--mode", mode, "--steps", str(steps), "--probes", str(probes), "--trace-matvecs", str(trace_matvecs),
+             "--seed", str(seed), "--tol", repr(tol)]
+    return shlex.join(args)
+
+
+def summary_table(files: Any) -> str:
+    """The few lines printed at the end of ``hesslens analyze`` (ASCII, safe on any terminal)."""
+    from .report.html import fmt
+
+    s = files.summary
+
+    def eig(d: dict[str, Any]) -> str:
+        return f"{fmt(d['value']):>14}   residual {fmt(d['residual'], 2)}{'' if d['converged'] else ', NOT converged'}"
+
+    tr = s.trace
+    rows = [
+        ("model", f"{s.model.get('name')}: {fmt(s.model.get('analysed_parameters'))} parameters, "
+                  f"{fmt(s.data.get('samples'))} samples"),
+        ("lambda_max", eig(s.lambda_max)),
+        ("lambda_min", eig(s.lambda_min)),
+        ("trace", f"{fmt(tr['estimate']):>14} +- {fmt(tr['stderr'], 3)} (1 s.e., {tr['method']}, {tr['matvecs']} products)"),
+        ("engine", str(s.engine.get("name"))),
+        ("time", f"{s.timings.get('total', float('nan')):.1f} s"),
+        ("report", str(files.report_html)),
+    ]
+    return "\n".join(f"  {k:<11}{v}" for k, v in rows)
+
+
+from .studies.cli import study  # noqa: E402  (the interface layer gathers its commands here)
+
+cli.add_command(study)
+
+
+def main() -> None:
+    """Console-script entry point (``hesslens``)."""
+    cli(prog_name="hesslens")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

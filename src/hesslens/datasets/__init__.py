@@ -1,0 +1,34 @@
+"""Datasets that work offline: ``names()``, ``info(name)``, ``load(name, seed=0)``.
+
+>>> from hesslens import datasets
+>>> ds = datasets.load("digits_image", seed=1)
+>>> ds.info.input_shape, tuple(ds.x_train.shape), ds.num_classes
+((1, 8, 8), (1347, 1, 8, 8), 10)
+
+What is registered (the full table, with sizes and descriptions, is ``docs/datasets.md``, produced
+by :func:`catalogue` through ``python -m hesslens.datasets docs/datasets.md``):
+
+* **Real, bundled with installed packages** — scikit-learn: ``iris``, ``wine``, ``breast_cancer``,
+  ``digits`` (64 flat features) and ``digits_image`` (the same rows as 1×8×8 images), ``diabetes``;
+  statsmodels: ``fair``, ``randhie``, ``anes96``, ``star98``, ``modechoice``, ``grunfeld``, ``engel``
+  (each description states the chosen target and features); ``mnist1d`` (1×40 signals from the
+  ``mnist1d`` package's generator, never its download).
+* **Synthetic families** (:mod:`hesslens.datasets.synthetic`) — ``synth_cls_…``, ``teacher_cls_…``,
+  ``moons_…``, ``circles_…``, ``blobs_…``, ``synth_reg_…``, ``teacher_reg_…``, ``friedman1/2/3_…``,
+  named by their parameters (e.g. ``synth_cls_d20_c4_noise0.1``); any valid parameters load.
+* **OpenML** (:mod:`hesslens.datasets.openml`) — ``openml:<id>``, fetched once when online, then
+  cached on disk.
+
+Design: data are a fixed function of the name (synthetic generators are seeded by the name), and
+``seed`` chooses only the train/test split. Preparation (split, imputation, standardisation with
+training statistics, tensor dtypes) is described in :mod:`hesslens.datasets.core`. A user's own
+tensors become the same structure with :meth:`Dataset.from_tensors`.
+"""
+
+from .listing import catalogue
+from .core import Dataset, DatasetInfo, Scaling
+from .openml import OpenMLUnavailableError, register_openml, register_openml_suite
+from .registry import clear_cache, info, load, names
+
+__all__ = ["Dataset", "DatasetInfo", "OpenMLUnavailableError", "Scaling", "catalogue", "clear_cache", "info",
+           "load", "names", "register_openml", "register_openml_suite"]

@@ -1,0 +1,190 @@
+"""Real datasets shipped inside installed packages: nothing here touches the network.
+
+* scikit-learn's bundled sets (``sklearn.datasets.load_*``; the ``fetch_*`` ones download and are
+  not used): iris, wine, breast_cancer, digits (flat and image-shaped), diabetes.
+* statsmodels' bundled sets with enough rows for a train/test split; each description says which
+  column is the target and which are the features, and why.
+* MNIST-1D from the ``mnist1d`` package's *generator* ``make_dataset`` with its default arguments
+  (5000 signals of length 40, 10 classes; Greydanus & Kobak 2024, "Scaling down deep learning with
+  MNIST-1D"). ``get_dataset`` is never called, since it downloads a pickle by default.
+
+Each builder returns a :class:`~hesslens.datasets.core.Raw` holding every row; the split and the
+standardisation happen later, in :func:`hesslens.datasets.load`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import numpy as np
+
+from .core import Raw
+
+
+# -- scikit-learn --------------------------------------------------------------------------------
+
+def _sklearn(loader: str, task: str, description: str) -> Callable[[], Raw]:
+    def make() -> Raw:
+        import sklearn.datasets
+
+        x, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+        if task == "classification":
+            return Raw(np.asarray(x, np.float64), np.asarray(y, np.int64), task, int(np.max(y)) + 1, description)
+        return Raw(np.asarray(x, np.float64), np.asarray(y, np.float64), task, None, description)
+    return make
+
+
+def _digits_image() -> Raw:
+    flat = SKLEARN["digits"][1]()
+    return Raw(flat.x.reshape(-1, 1, 8, 8).copy(), flat.y.copy(), "classification", 10,
+               "scikit-learn's handwritten digits (UCI optdigits test part) as 1×8×8 images for "
+               "convolutional nets: the same rows, split and standardisation as `digits`, reshaped "
+               "(standardisation is per pixel; always-blank pixels are only centred).")
+
+
+SKLEARN: dict[str, tuple[str, Callable[[], Raw]]] = {
+    "iris": ("sklearn", _sklearn("load_iris", "classification",
+             "Fisher's iris flowers: 4 measurements (cm), 3 species.")),
+    "wine": ("sklearn", _sklearn("load_wine", "classification",
+             "UCI wine recognition: 13 chemical measurements, 3 cultivars.")),
+    "breast_cancer": ("sklearn", _sklearn("load_breast_cancer", "classification",
+                      "UCI Wisconsin diagnostic breast cancer: 30 cell-nucleus features, malignant (0) "
+                      "vs benign (1).")),
+    "digits": ("sklearn", _sklearn("load_digits", "classification",
+               "scikit-learn's handwritten digits (UCI optdigits test part): 8×8 grey levels 0–16 "
+               "flattened to 64 features, 10 classes. `digits_image` is the same data as 1×8×8 images.")),
+    "digits_image": ("sklearn", _digits_image),
+    "diabetes": ("sklearn", _sklearn("load_diabetes", "regression",
+                 "Efron et al. (2004) diabetes: 10 baseline variables (age, sex, BMI, blood pressure, "
+                 "6 serum measurements); target = disease progression one year later.")),
+}
+
+
+# -- statsmodels ---------------------------------------------------------------------------------
+
+def _frame(name: str):
+    import importlib
+
+    return importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+
+
+def _fair() -> Raw:
+    d = _frame("fair")
+    features = ["rate_marriage", "age", "yrs_married", "children", "religious", "educ", "occupation",
+                "occupation_husb"]
+    return Raw(d[features].to_numpy(np.float64), (d["affairs"] > 0).to_numpy(np.int64), "classification", 2,
+               "Fair (1978) extramarital affairs survey (Redbook 1974, 6366 women). Target: any time "
+               "spent in affairs (affairs > 0, the usual binary version; 32% positive). Features: the "
+               "8 other columns (marriage rating, age, years married, children, religiousness, "
+               "education, own and husband's occupation).")
+
+
+def _randhie() -> Raw:
+    d = _frame("randhie")
+    features = [c for c in d.columns if c != "mdvis"]
+    return Raw(d[features].to_numpy(np.float64), np.log1p(d["mdvis"].to_numpy(np.float64)), "regression", None,
+               "RAND Health Insurance Experiment (Deb & Trivedi 2002), 20190 person-years. Target: "
+               "log(1 + number of outpatient doctor visits) (the log tames the heavy-tailed count). "
+               "Features: the 9 other columns (log coinsurance, deductible indicator, log "
+               "participation incentive, log max expenditure, physical limitation, chronic "
+               "diseases, good/fair/poor self-rated health).")
+
+
+def _anes96() -> Raw:
+    d = _frame("anes96")
+    features = ["logpopul", "TVnews", "selfLR", "ClinLR", "DoleLR", "PID", "age", "educ", "income"]
+    return Raw(d[features].to_numpy(np.float64), d["vote"].to_numpy(np.int64), "classification", 2,
+               "American National Election Studies 1996, 944 voters. Target: vote (0 = Clinton, "
+               "1 = Dole). Features: log population of the respondent's area, TV-news days, "
+               "self/Clinton/Dole left–right placements, party identification, age, education, "
+               "income (raw population dropped in favour of its log).")
+
+
+def _star98() -> Raw:
+    d = _frame("star98")
+    above, below = d["NABOVE"].to_numpy(np.float64), d["NBELOW"].to_numpy(np.float64)
+    features = [c for c in d.columns if c not in ("NABOVE", "NBELOW")]
+    return Raw(d[features].to_numpy(np.float64), above / (above + below), "regression", None,
+               "California STAR 1998 math scores of 303 school districts. Target: fraction of "
+               "pupils above the national median (NABOVE / (NABOVE + NBELOW)). Features: the 20 "
+               "district covariates (income, ethnicity, teacher experience and salary, spending, "
+               "pupil/teacher ratio, their interactions as shipped).")
+
+
+def _modechoice() -> Raw:
+    d = _frame("modechoice").sort_values(["individual", "mode"])
+    per_mode = ["ttme", "invc", "invt", "gc"]
+    wide = d.pivot(index="individual", columns="mode", values=per_mode)
+    wide.columns = [f"{v}_{int(m)}" for v, m in wide.columns]
+    person = d.groupby("individual")[["hinc", "psize"]].first()
+    chosen = d[d["choice"] == 1].set_index("individual")["mode"].astype(int) - 1
+    table = wide.join(person)
+    # Terminal time of the car is 0 for everyone: a constant column carries no information.
+    table = table.loc[:, table.nunique() > 1]
+    x = table.to_numpy(np.float64)
+    return Raw(x, chosen.loc[wide.index].to_numpy(np.int64), "classification", 4,
+               "Greene's travel-mode choice between Sydney and Melbourne, 210 travellers. Reshaped "
+               "from statsmodels' long format (one row per traveller and mode) to one row per "
+               "traveller. Target: chosen mode (0 air, 1 train, 2 bus, 3 car). Features: terminal "
+               "time, in-vehicle cost, in-vehicle time and generalised cost of each of the 4 modes "
+               "(terminal time of the car, always 0, dropped), household income and party size (17).")
+
+
+def _grunfeld() -> Raw:
+    d = _frame("grunfeld")
+    firms = sorted(d["firm"].astype(str).unique())
+    onehot = np.stack([(d["firm"].astype(str) == f).to_numpy(np.float64) for f in firms], axis=1)
+    x = np.column_stack([np.log(d["value"].to_numpy(np.float64)), np.log(d["capital"].to_numpy(np.float64)),
+                         d["year"].to_numpy(np.float64), onehot])
+    return Raw(x, np.log(d["invest"].to_numpy(np.float64)), "regression", None,
+               "Grunfeld (1958) investment of 11 US firms, 1935–1954 (220 firm-years). Target: "
+               "log gross investment. Features: log firm value, log capital stock, year and a "
+               "one-hot firm indicator (14).")
+
+
+def _engel() -> Raw:
+    d = _frame("engel")
+    return Raw(d[["income"]].to_numpy(np.float64), d["foodexp"].to_numpy(np.float64), "regression", None,
+               "Engel (1857) food expenditure of 235 Belgian working-class households. Target: "
+               "annual food expenditure; feature: annual household income (1).")
+
+
+STATSMODELS: dict[str, tuple[str, Callable[[], Raw]]] = {
+    "fair": ("statsmodels", _fair),
+    "randhie": ("statsmodels", _randhie),
+    "anes96": ("statsmodels", _anes96),
+    "star98": ("statsmodels", _star98),
+    "modechoice": ("statsmodels", _modechoice),
+    "grunfeld": ("statsmodels", _grunfeld),
+    "engel": ("statsmodels", _engel),
+}
+
+
+# -- MNIST-1D ------------------------------------------------------------------------------------
+
+def _mnist1d() -> Raw:
+    """The 5000 signals of ``mnist1d.data.make_dataset()`` (default args, generator seed 42).
+
+    ``make_dataset`` seeds Python's and NumPy's *global* generators; their states are restored
+    afterwards so loading a dataset never changes a caller's random stream.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float64)[:, None, :]
+    y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    return Raw(x, y, "classification", 10,
+               "MNIST-1D (Greydanus & Kobak 2024): 1-D signals of length 40 drawn from 10 digit-like "
+               "templates with random padding, scaling, translation, correlated and i.i.d. noise and "
+               "shear, from the mnist1d package's generator make_dataset() with its default "
+               "arguments (5000 signals, seed 42). Its own 4000/1000 split is pooled and re-split "
+               "like every other dataset; shape 1×40 for 1-D convolutions.")
+
+
+MNIST1D: dict[str, tuple[str, Callable[[], Raw]]] = {"mnist1d": ("mnist1d", _mnist1d)}

@@ -1,0 +1,24 @@
+"""Studies: a declared grid of configurations, run (and resumed) into a SQLite database.
+
+Declare a :class:`Study` (a configuration dataclass, presets, a run function returning a flat
+record and optional series, an optional report hook), :func:`register` it, and run it with
+:func:`run_study` or ``hesslens study NAME``. See :mod:`hesslens.studies.declaration` for the
+declaration API, :mod:`hesslens.studies.demo` for a complete example, :mod:`~hesslens.studies.store`
+for the database and its durability guarantees, and :mod:`~hesslens.studies.executors` for the
+inline, process-pool and Ray executors.
+"""
+
+from .declaration import (FINISHED, STATUSES, Diverged, RunContext, Study, canonical_json, config_dict,
+                          expand_grid, load_presets, make_config, param, run_key)
+from .executors import EXECUTORS
+from .export import results_frame, series_frame
+from .registry import get, names, register, unregister
+from .runner import ReportFiles, StudyStatus, StudySummary, default_out, render_report, run_study, status
+from .store import Store
+
+__all__ = [
+    "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportFiles", "RunContext", "Store", "Study", "StudyStatus",
+    "StudySummary", "canonical_json", "config_dict", "default_out", "expand_grid", "get", "load_presets",
+    "make_config", "names", "param", "register", "render_report", "results_frame", "run_key", "run_study",
+    "series_frame", "status", "unregister",
+]

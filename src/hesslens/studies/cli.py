@@ -1,0 +1,92 @@
+"""``hesslens study``: run, resume, inspect and report a declared study.
+
+    hesslens study                                   # list the registered studies
+    hesslens study NAME --preset smoke|full [--out DIR] [--executor inline|pool|ray] [--workers N]
+                        [--ray-address ADDR] [--parquet] [--grid FILE.toml] [--db FILE]
+    hesslens study NAME --status [--out DIR]
+    hesslens study NAME --report [--out DIR]
+
+NAME is a registered study or ``module:attribute`` of a Study declared in your own code. Running the
+same command again resumes: finished runs are skipped, interrupted and failed ones run again.
+Exit status: 0 when every run of the preset has finished (done or diverged), 1 when some failed
+(rerun to retry them), 2 for a usage or validation error (nothing was run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import HesslensError
+from .executors import EXECUTORS
+
+
+class StudyFailure(click.ClickException):
+    """A hesslens error shown as ``Error: <message>`` with exit status 2 (no traceback)."""
+
+    exit_code = 2
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error).strip() or type(error).__name__)
+
+
+@click.command("study", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name", required=False)
+@click.option("--preset", default="smoke", show_default=True, help="Preset (grid) to run: smoke, full, or one of --grid.")
+@click.option("--grid", "grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML (or YAML) file of presets: one table per preset, axes as lists.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: database, results.csv, report.  [default: ./studies/NAME]")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Database file.  [default: OUT/study.sqlite]")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="inline", show_default=True,
+              help="inline: this process; pool: local processes; ray: a local Ray instance or --ray-address.")
+@click.option("--workers", type=click.IntRange(min=1), help="Runs in flight (pool default: CPU count; ray: 2 locally).")
+@click.option("--ray-address", help="Join this Ray cluster (e.g. auto, ray://head:10001) instead of starting one.")
+@click.option("--parquet", is_flag=True, help="Also write results.parquet and series.parquet (needs pyarrow).")
+@click.option("--status", "show_status", is_flag=True, help="Show what the database holds; run nothing.")
+@click.option("--report", "make_report", is_flag=True, help="Render report.md/report.html from the database; run nothing.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar over runs  [default: on a terminal]")
+def study(name: str | None, preset: str, grid_file: Path | None, out: Path | None, db: Path | None, executor: str,
+          workers: int | None, ray_address: str | None, parquet: bool, show_status: bool, make_report: bool,
+          progress: bool | None) -> None:
+    """Run a study's grid of configurations into a resumable SQLite database (or show its status/report).
+
+    \b
+    hesslens study                       list the registered studies
+    hesslens study demo --preset smoke   run (or resume) the demo's smoke grid
+    hesslens study demo --status         counts by status, failed runs and their errors
+    hesslens study demo --report         studies/demo/report.md and report.html
+    """
+    from . import registry
+    from .runner import render_report, run_study, status
+
+    if name is None:
+        if show_status or make_report:
+            raise click.UsageError("--status and --report need a study NAME")
+        for n in registry.names():
+            s = registry.get(n)
+            first = s.description.strip().split(". ")[0]
+            click.echo(f"{n:<16} {first}")
+        return
+    try:
+        the_study = registry.get(name)
+        if show_status or make_report:
+            ignored = [opt for opt, given in (("--executor", executor != "inline"), ("--workers", workers),
+                                              ("--ray-address", ray_address), ("--parquet", parquet),
+                                              ("--grid", grid_file)) if given]
+            if ignored:
+                raise click.UsageError(f"{', '.join(ignored)} apply to running a study, not to --status/--report")
+            if show_status:
+                click.echo(str(status(the_study, out, db=db)))
+            if make_report:
+                files = render_report(the_study, out, db=db)
+                click.echo(f"report: {files.html}\n        {files.markdown}")
+            return
+        summary = run_study(the_study, preset, out, executor=executor, workers=workers, ray_address=ray_address,
+                            progress=progress, parquet=parquet, db=db, grid_file=grid_file)
+    except HesslensError as exc:
+        raise StudyFailure(exc) from exc
+    click.echo(str(summary))
+    if summary.failures:
+        raise click.exceptions.Exit(1)

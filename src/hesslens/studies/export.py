@@ -1,0 +1,105 @@
+"""Tables out of the store: ``results.csv`` (refreshed after every finished run) and Parquet on request.
+
+One row per *finished* run (``done`` or ``diverged``): ``run_key``, the configuration's fields, the
+record's entries, then ``status``, ``attempts``, ``seconds`` and ``finished`` (UTC, ISO 8601). A record
+entry whose name clashes with a configuration field or one of those columns is renamed
+``record_<name>``. Sequence-valued configuration fields are written as JSON text. Files are replaced
+atomically (written to a temporary file in the same folder, then :func:`os.replace`), so a reader —
+or a runner killed mid-write — never sees half a table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from ..errors import HesslensError
+from .declaration import FINISHED
+from .store import Store
+
+META_COLUMNS = ("status", "attempts", "seconds", "finished")
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def results_frame(rows: Iterable[Mapping[str, Any]], statuses: tuple[str, ...] = FINISHED) -> pd.DataFrame:
+    """The results table of ``rows`` (as returned by :meth:`Store.runs`) whose status is in ``statuses``."""
+    table, config_cols, record_cols = [], [], []
+    for r in rows:
+        if r["status"] not in statuses:
+            continue
+        config, record = r["config"], r["record"] or {}
+        for k in config:
+            if k not in config_cols:
+                config_cols.append(k)
+        row: dict[str, Any] = {"run_key": r["run_key"]}
+        row.update({k: _cell(v) for k, v in config.items()})
+        reserved = set(config) | set(META_COLUMNS) | {"run_key"}
+        for k, v in record.items():
+            name = f"record_{k}" if k in reserved else k
+            if name not in record_cols:
+                record_cols.append(name)
+            row[name] = v
+        row.update(status=r["status"], attempts=r["attempts"], seconds=r["seconds"], finished=_iso(r["finished_at"]))
+        table.append(row)
+    columns = ["run_key", *config_cols, *record_cols, *META_COLUMNS]
+    return pd.DataFrame(table, columns=columns)
+
+
+def series_frame(store: Store, study: str, keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """Long-form series: columns ``run_key, step, key, value``."""
+    rows = store.series(study, None if keys is None else list(keys))
+    df = pd.DataFrame(rows, columns=["run_key", "step", "key", "value"])
+    if len(df) and (df["step"] == df["step"].round()).all():
+        df["step"] = df["step"].astype("int64")
+    df["value"] = df["value"].astype("float64")
+    return df
+
+
+def _atomic(path: Path, write: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return _atomic(Path(path), lambda p: df.to_csv(p, index=False))
+
+
+def require_parquet() -> None:
+    if importlib.util.find_spec("pyarrow") is None:
+        raise HesslensError("Parquet export needs pyarrow: pip install pyarrow (or pip install 'hesslens[parquet]'); "
+                            "results.csv is written regardless")
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    require_parquet()
+    return _atomic(Path(path), lambda p: df.to_parquet(p, index=False, engine="pyarrow"))
+
+
+def export(store: Store, study: str, out: Path, *, parquet: bool = False) -> dict[str, Path]:
+    """Write ``results.csv`` (and ``results.parquet`` + ``series.parquet`` if asked) under ``out``."""
+    out = Path(out)
+    df = results_frame(store.runs(study))
+    files = {"csv": write_csv(df, out / "results.csv")}
+    if parquet:
+        files["parquet"] = write_parquet(df, out / "results.parquet")
+        files["series_parquet"] = write_parquet(series_frame(store, study), out / "series.parquet")
+    return files

@@ -1,0 +1,104 @@
+"""Studies by name: what ``hesslens study NAME`` looks up.
+
+Built-in studies live in modules listed in :data:`BUILTIN_MODULES`, imported on first lookup (so
+importing :mod:`hesslens.studies` stays cheap); each calls :func:`register` at import time. A name of
+the form ``module:attribute`` (or ``path/to/file.py:attribute``) loads a :class:`Study` object the
+user declared in their own code, without registering it anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from .declaration import Study
+
+#: Modules whose import registers the built-in studies.
+BUILTIN_MODULES = ("hesslens.studies.demo",)
+
+_REGISTRY: dict[str, Study] = {}
+_loaded = False
+
+
+def register(study: Study, *, replace: bool = False) -> Study:
+    """Add ``study`` under ``study.name``; returns it (so ``STUDY = register(Study(...))`` reads well)."""
+    if not isinstance(study, Study):
+        raise InvalidInputError(f"register() takes a hesslens.studies.Study, got {type(study).__name__}")
+    existing = _REGISTRY.get(study.name)
+    if existing is not None and existing is not study and not replace:
+        same_origin = (getattr(existing.run, "__module__", None), getattr(existing.run, "__qualname__", None)) == \
+                      (getattr(study.run, "__module__", None), getattr(study.run, "__qualname__", None))
+        if not same_origin:  # a module imported twice under two names re-registers the same study: allowed
+            raise InvalidInputError(f"a study named {study.name!r} is already registered "
+                                    f"(by {existing.run.__module__}); pass replace=True to override it")
+    _REGISTRY[study.name] = study
+    return study
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def names() -> list[str]:
+    """Names of the registered studies, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get(name: str | Study) -> Study:
+    """The study registered as ``name``, or loaded from ``module:attribute``; a Study passes through."""
+    if isinstance(name, Study):
+        return name
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _load_object(name)
+    known = ", ".join(sorted(_REGISTRY)) or "(none)"
+    raise InvalidInputError(f"unknown study {name!r}; known studies: {known} "
+                            "(or give MODULE:ATTRIBUTE of a Study you declared)")
+
+
+def _load_object(spec: str) -> Study:
+    module_name, _, attr = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise InvalidInputError(f"no such file {module_name!r} (from study {spec!r})")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            # Registered under its name so that pool workers can unpickle its functions by reference.
+            sys.modules.setdefault(path.stem, module)
+            sys.path.insert(0, str(path.parent.resolve()))
+            mod_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"cannot import {module_name!r} (from study {spec!r}): {type(exc).__name__}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InvalidInputError(f"{module_name!r} has no attribute {attr!r} (from study {spec!r})")
+        obj = getattr(obj, part)
+    if not isinstance(obj, Study):
+        raise InvalidInputError(f"{spec!r} is a {type(obj).__name__}, not a hesslens.studies.Study")
+    return obj

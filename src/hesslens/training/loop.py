@@ -1,0 +1,422 @@
+"""``hl.train``: a small, deterministic training loop for the studies.
+
+Conventions (those of Kaur, Cohen & Lipton 2023, arXiv 2206.10654, where they apply):
+
+* the training loss of a mini-batch B is the mean loss, (1/|B|) Σ_{i∈B} ℓ_i — for
+  classification the cross-entropy, for regression the squared error averaged over all output
+  entries (``nn.MSELoss()``); ``loss=`` replaces it (it must also return a batch mean);
+* ``batch_size=None`` is full-batch gradient descent: every epoch is one step on the whole
+  training set (in its stored order); otherwise each epoch visits a fresh random permutation in
+  consecutive batches of ``batch_size`` (the last one smaller when it does not divide N);
+* ``until_train_acc=a`` stops at the first evaluated epoch whose accuracy on the *full* training
+  set (eval mode) is ≥ a; with ``eval_every=1`` (the default) that is checked once per epoch;
+* a NaN or infinite loss ends the run as diverged; that step is not taken and no exception is
+  raised.
+
+Determinism: the data order comes from ``torch.Generator().manual_seed(seed)``; the global torch
+stream (dropout masks) is forked and re-seeded from ``seed`` for the duration of the run, so the
+caller's global stream is left as it was and the same ``seed`` gives bitwise-identical final
+parameters on the same machine and thread count. The model's initialisation is the caller's:
+build (or re-seed) the model before calling ``train``.
+
+``dataset`` is duck-typed: any object with attributes ``x_train``, ``y_train``, ``x_test``,
+``y_test`` (tensors or arrays; the test pair may be None) and ``info.task`` (or ``task``) equal to
+``"classification"`` or ``"regression"`` — what ``hesslens.datasets.load`` returns, or the same
+structure built from your own tensors. Classification targets are int64 class indices (N,),
+regression targets float (N, k) matching the model's output. Floating-point inputs and regression
+targets are cast to the model's dtype and device.
+
+>>> import torch, types
+>>> from torch import nn
+>>> g = torch.Generator().manual_seed(0)
+>>> x = torch.randn(64, 2, generator=g); y = (x[:, 0] > 0).long()
+>>> data = types.SimpleNamespace(x_train=x, y_train=y, x_test=None, y_test=None,
+...                              info=types.SimpleNamespace(task="classification"))
+>>> _ = torch.manual_seed(0); model = nn.Linear(2, 2)
+>>> result = train(model, data, "sgd", lr=0.5, until_train_acc=0.95, max_epochs=200)
+>>> result.stop_reason, result.train_acc >= 0.95
+('until_train_acc', True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from ..progress import progress_bar
+from .callbacks import StopTraining, is_step_callback
+from .optimizers import OPTIMIZERS, SAM, AdaHessian, build_optimizer, clip_gradients, frozen_buffers
+from .results import HISTORY_COLUMNS, TrainResult
+
+TASKS = ("classification", "regression")
+
+#: Cap on epochs when training runs ``until_train_acc`` without ``epochs``.
+DEFAULT_MAX_EPOCHS = 10_000
+
+
+def _fail(field: str, message: str) -> InvalidInputError:
+    return InvalidInputError(f"{field}: {message}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _positive_int(field: str, v: Any, allow_none: bool = False) -> int | None:
+    if v is None and allow_none:
+        return None
+    if not _is_int(v) or v < 1:
+        raise _fail(field, f"must be a positive integer{' or None' if allow_none else ''}, got {v!r}")
+    return int(v)
+
+
+def _positive_float(field: str, v: Any, allow_none: bool = True) -> float | None:
+    if v is None and allow_none:
+        return None
+    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+        raise _fail(field, f"must be a finite number > 0{' or None' if allow_none else ''}, got {v!r}")
+    return float(v)
+
+
+def _task_of(dataset: Any) -> str:
+    info = getattr(dataset, "info", None)
+    task = getattr(info, "task", None) if info is not None else None
+    if task is None:
+        task = getattr(dataset, "task", None)
+    if task not in TASKS:
+        raise _fail("dataset", f"needs info.task (or task) in {TASKS}, got {task!r}")
+    return task
+
+
+def _tensors(dataset: Any, task: str, device: torch.device, dtype: torch.dtype):
+    missing = [a for a in ("x_train", "y_train", "x_test", "y_test") if not hasattr(dataset, a)]
+    if missing:
+        raise _fail("dataset", f"missing attributes {missing}; expected x_train, y_train, x_test, y_test and info.task")
+
+    def convert(name: str, v: Any, is_x: bool) -> torch.Tensor:
+        try:
+            t = torch.as_tensor(v)
+        except Exception as exc:  # noqa: BLE001 - anything unconvertible is a bad input
+            raise _fail(f"dataset.{name}", f"cannot be converted to a tensor ({exc})") from exc
+        if t.is_floating_point() and (is_x or task == "regression"):
+            t = t.to(dtype)
+        return t.to(device)
+
+    out = {}
+    for split in ("train", "test"):
+        xv, yv = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        if split == "test" and xv is None and yv is None:
+            out["test"] = None
+            continue
+        if xv is None or yv is None:
+            raise _fail(f"dataset.{'x' if xv is None else 'y'}_{split}", "is None")
+        x, y = convert(f"x_{split}", xv, True), convert(f"y_{split}", yv, False)
+        if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
+            raise _fail(f"dataset.y_{split}", f"x_{split} has shape {tuple(x.shape)} and y_{split} "
+                                              f"{tuple(y.shape)}: need the same first dimension")
+        if split == "train" and len(x) == 0:
+            raise _fail("dataset.x_train", "is empty")
+        if task == "classification" and (y.is_floating_point() or y.is_complex() or y.dim() != 1):
+            raise _fail(f"dataset.y_{split}", f"classification targets must be integer class indices of shape (N,), "
+                                              f"got dtype {y.dtype} shape {tuple(y.shape)}")
+        if task == "regression" and not y.is_floating_point():
+            raise _fail(f"dataset.y_{split}", f"regression targets must be floating point, got {y.dtype}")
+        out[split] = (x, y) if len(x) else None
+    return out["train"], out["test"]
+
+
+def _logits(outputs: Any) -> torch.Tensor:
+    return outputs if isinstance(outputs, torch.Tensor) else outputs.logits
+
+
+def _correct(outputs: torch.Tensor, y: torch.Tensor) -> int:
+    if outputs.dim() == 2 and outputs.shape[1] == 1:  # one logit per sample: binary, threshold at 0
+        pred = (outputs[:, 0] > 0).long()
+    else:
+        pred = outputs.argmax(dim=1)
+    return int((pred == y).sum())
+
+
+def _evaluate(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor] | None,
+              classification: bool, chunk: int) -> tuple[float | None, float | None]:
+    """Mean loss and accuracy over a whole split in eval mode (no gradients, no buffer updates)."""
+    if data is None:
+        return None, None
+    x, y = data
+    n = len(x)
+    training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            total, correct = 0.0, 0
+            for start in range(0, n, chunk):
+                xb, yb = x[start:start + chunk], y[start:start + chunk]
+                out = model(xb)
+                loss = float(loss_fn(out, yb))
+                # A single chunk returns loss_fn's own value, so full-batch numbers match exactly.
+                total = loss if n <= chunk else total + loss * len(xb)
+                if classification:
+                    correct += _correct(_logits(out), yb)
+    finally:
+        for m, flag in training.items():
+            m.training = flag
+    return (total if n <= chunk else total / n), (correct / n if classification else None)
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    """Independent seeds for the separate random streams of one run (data order uses ``seed`` itself)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint32)[0])
+
+
+def train(
+    model: nn.Module,
+    dataset: Any,
+    optimizer: str = "sgd",
+    *,
+    batch_size: int | None = None,
+    lr: float = 0.01,
+    epochs: int | None = None,
+    until_train_acc: float | None = None,
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    rho: float | None = None,
+    adaptive: bool = False,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    seed: int = 0,
+    callbacks: Iterable[Callable] = (),
+    loss: Callable | None = None,
+    eval_every: int = 1,
+    eval_batch_size: int = 4096,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``dataset`` and return a :class:`TrainResult`.
+
+    Parameters
+    ----------
+    model : the network, already initialised (its initialisation is the caller's).
+    dataset : see the module docstring (duck-typed; ``hesslens.datasets.load`` returns one).
+    optimizer : one of ``"sgd"`` (plain), ``"momentum"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
+        ``"sam"``, ``"adahessian"`` (see :mod:`hesslens.training.optimizers`).
+    batch_size : mini-batch size; None (or ≥ N) means full batch, i.e. gradient descent.
+    lr : learning rate η > 0.
+    epochs : train this many epochs (or fewer if ``until_train_acc`` is reached first).
+    until_train_acc : stop at the first evaluated epoch with full-train-set accuracy ≥ this value
+        (classification only). At least one of ``epochs`` and ``until_train_acc`` is required.
+    max_epochs : cap on epochs when ``epochs`` is None.
+    momentum : None = the optimiser's default (0.9 for ``"momentum"``, else 0); ``"sgd"``,
+        ``"adam"``, ``"adamw"`` and ``"adahessian"`` refuse a non-zero value.
+    weight_decay : None = 0 (AdamW: torch's 0.01); L2 for SGD/Adam/RMSprop/SAM, decoupled for
+        AdamW and AdaHessian.
+    rho, adaptive : SAM's radius (None = 0.05) and the ASAM switch; SAM only.
+    clip_norm, clip_value : gradient clipping before every step, by value then by global norm
+        (:func:`~hesslens.training.optimizers.clip_gradients`); for SAM it clips the gradient at
+        the perturbed point, the one the step uses.
+    seed : data order and dropout stream (see the module docstring); AdaHessian's probes.
+    callbacks : see :mod:`hesslens.training.callbacks`.
+    loss : ``loss(outputs, targets)`` returning the batch mean; default cross-entropy for
+        classification, MSE for regression.
+    eval_every : evaluate train and test sets (a history row, the ``until_train_acc`` check)
+        every this many epochs; the initial and the final model are always evaluated.
+    eval_batch_size : chunk size of the evaluation passes (memory only; eval mode makes the
+        result independent of it up to rounding).
+    progress : progress bar over epochs; None shows it only on a terminal.
+
+    Bad configurations raise :class:`~hesslens.errors.InvalidInputError` naming the field,
+    before any step is taken.
+    """
+    # ---- validation: everything is checked before the first step -------------------------------
+    if not isinstance(model, nn.Module):
+        raise _fail("model", f"must be a torch.nn.Module, got {type(model).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise _fail("model", "has no parameter with requires_grad=True")
+    task = _task_of(dataset)
+    classification = task == "classification"
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise _fail("optimizer", f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+    lr = _positive_float("lr", lr, allow_none=False)
+    epochs = _positive_int("epochs", epochs, allow_none=True)
+    if until_train_acc is not None:
+        if not classification:
+            raise _fail("until_train_acc", "accuracy is undefined for a regression dataset; use epochs")
+        if not _is_number(until_train_acc) or not 0 < until_train_acc <= 1:
+            raise _fail("until_train_acc", f"must be a number in (0, 1], got {until_train_acc!r}")
+        until_train_acc = float(until_train_acc)
+    if epochs is None and until_train_acc is None:
+        raise _fail("epochs", "epochs and until_train_acc are both None; give at least one")
+    max_epochs = _positive_int("max_epochs", max_epochs)
+    batch_size = _positive_int("batch_size", batch_size, allow_none=True)
+    clip_norm = _positive_float("clip_norm", clip_norm)
+    clip_value = _positive_float("clip_value", clip_value)
+    if not _is_int(seed) or seed < 0:
+        raise _fail("seed", f"must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    eval_every = _positive_int("eval_every", eval_every)
+    eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise _fail(f"callbacks[{i}]", f"is not callable: {cb!r}")
+    if loss is not None and not callable(loss):
+        raise _fail("loss", f"must be callable, got {loss!r}")
+    default_loss = loss is None
+    loss_fn = loss if loss is not None else (nn.CrossEntropyLoss() if classification else nn.MSELoss())
+    device, dtype = params[0].device, params[0].dtype
+    train_data, test_data = _tensors(dataset, task, device, dtype)
+    opt = build_optimizer(optimizer, params, lr=lr, momentum=momentum, weight_decay=weight_decay, rho=rho,
+                          adaptive=adaptive, seed=_derived_seed(seed, 2))
+
+    x_train, y_train = train_data
+    n = len(x_train)
+    bs = n if batch_size is None else min(batch_size, n)
+    n_batches = math.ceil(n / bs)
+    limit = epochs if epochs is not None else max_epochs
+    step_cbs = [cb for cb in callbacks if is_step_callback(cb)]
+    epoch_cbs = [cb for cb in callbacks if not is_step_callback(cb)]
+    training_flags = {m: m.training for m in model.modules()}
+    order_gen = torch.Generator().manual_seed(seed)
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+
+    def current_lr() -> float:
+        return float(opt.param_groups[0]["lr"])
+
+    def one_step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """One optimisation step; returns the mini-batch loss at the weights before the step."""
+        opt.zero_grad(set_to_none=True)
+        batch_loss = loss_fn(model(xb), yb)
+        value = float(batch_loss.detach())
+        if not math.isfinite(value):
+            return value
+        if isinstance(opt, AdaHessian):
+            opt.backward(batch_loss)
+        else:
+            batch_loss.backward()
+        if isinstance(opt, SAM):
+            opt.first_step(zero_grad=True)
+            # The perturbed pass must leave BatchNorm running statistics alone.
+            with frozen_buffers(model):
+                loss_fn(model(xb), yb).backward()
+            clip_gradients(params, clip_norm, clip_value)
+            opt.second_step()
+        else:
+            clip_gradients(params, clip_norm, clip_value)
+            opt.step()
+        return value
+
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+
+    def evaluate(epoch: int, steps: int) -> dict[str, Any]:
+        tl, ta = _evaluate(model, loss_fn, train_data, classification, eval_batch_size)
+        vl, va = _evaluate(model, loss_fn, test_data, classification, eval_batch_size)
+        row = {"epoch": epoch, "step": steps, "train_loss": tl, "train_acc": ta, "test_loss": vl, "test_acc": va,
+               "lr": current_lr(), "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        return row
+
+    steps, epoch, diverged, stop_reason = 0, 0, False, None
+    try:
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(_derived_seed(seed, 1))
+            model.train()
+            # Epoch 0: the initial model. This evaluation also checks that model, data and loss fit
+            # together before any step is taken.
+            try:
+                if default_loss and not classification:
+                    with torch.no_grad():
+                        model.eval()
+                        out_shape = tuple(_logits(model(x_train[:2])).shape)
+                        model.train()
+                    if out_shape != tuple(y_train[:2].shape):
+                        raise _fail("dataset.y_train", f"model outputs have shape {out_shape} per 2 samples but "
+                                                       f"targets {tuple(y_train[:2].shape)}; MSE would broadcast")
+                row = evaluate(0, 0)
+            except (RuntimeError, IndexError, TypeError) as exc:
+                raise _fail("model", f"cannot be evaluated on the dataset with this loss ({exc})") from exc
+            if not math.isfinite(row["train_loss"]):
+                diverged, stop_reason = True, "diverged"
+            else:
+                try:
+                    for cb in epoch_cbs:
+                        cb(model, epoch=0, step=0, metrics=dict(row))
+                    for cb in step_cbs:
+                        cb(model, epoch=0, step=0, metrics=dict(row))
+                except StopTraining:
+                    stop_reason = "callback"
+            with progress_bar(limit, "train", progress, unit="epoch") as bar:
+                while stop_reason is None:
+                    epoch += 1
+                    order = None if bs == n else torch.randperm(n, generator=order_gen).to(device)
+                    epoch_loss, pending = 0.0, None
+                    try:
+                        for b in range(n_batches):
+                            if order is None:
+                                xb, yb = x_train, y_train
+                            else:
+                                idx = order[b * bs:(b + 1) * bs]
+                                xb, yb = x_train[idx], y_train[idx]
+                            value = one_step(xb, yb)
+                            if not math.isfinite(value):
+                                diverged, stop_reason = True, "diverged"
+                                break
+                            steps += 1
+                            epoch_loss += value * len(xb) / n
+                            step_metrics = {"loss": value, "lr": current_lr()}
+                            if b < n_batches - 1:
+                                for cb in step_cbs:
+                                    cb(model, epoch=epoch, step=steps, metrics=step_metrics)
+                            else:
+                                pending = step_metrics  # delivered after the epoch's evaluation
+                    except StopTraining:
+                        stop_reason = "callback"
+                    bar.update(1)
+                    row = None
+                    last = stop_reason is not None or epoch >= limit
+                    if epoch % eval_every == 0 or last:
+                        row = evaluate(epoch, steps)
+                        bar.set_postfix(loss=f"{row['train_loss']:.4g}")
+                        if not math.isfinite(row["train_loss"]):
+                            diverged, stop_reason = True, "diverged"
+                        elif until_train_acc is not None and row["train_acc"] >= until_train_acc:
+                            stop_reason = stop_reason or "until_train_acc"
+                        elif epoch >= limit:
+                            stop_reason = stop_reason or ("epochs" if epochs is not None else "max_epochs")
+                    if diverged:
+                        break  # no callback sees a diverged model
+                    metrics = dict(row) if row is not None else {"lr": current_lr(), "epoch_loss": epoch_loss}
+                    try:
+                        if pending is not None:
+                            for cb in step_cbs:
+                                cb(model, epoch=epoch, step=steps, metrics={**pending, **metrics})
+                        for cb in epoch_cbs:
+                            cb(model, epoch=epoch, step=steps, metrics=metrics)
+                    except StopTraining:
+                        stop_reason = stop_reason or "callback"
+                    if stop_reason is not None and rows[-1]["step"] != steps:
+                        evaluate(epoch, steps)  # stopped by a callback between evaluations
+    finally:
+        opt.zero_grad(set_to_none=True)
+        for m, flag in training_flags.items():
+            m.training = flag
+
+    final = rows[-1]
+    history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(
+        {"epoch": "int64", "step": "int64", "train_loss": "float64", "train_acc": "float64",
+         "test_loss": "float64", "test_acc": "float64", "lr": "float64", "seconds": "float64"})
+    return TrainResult(epochs=epoch, steps=steps, train_loss=final["train_loss"], train_acc=final["train_acc"],
+                       test_loss=final["test_loss"], test_acc=final["test_acc"], diverged=diverged,
+                       seconds=time.perf_counter() - t0, history=history, stop_reason=stop_reason)

@@ -1,0 +1,116 @@
+"""analyze_operator and write_report against an independent float64 reference (torch.func.hessian)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hesslens as hl
+from hesslens.report import AnalysisSettings, analyze_operator, load_summary, write_report
+from hesslens.report.html import fmt
+
+from ._cases import tiny_batches, tiny_model, tiny_spectrum
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_summary():
+    op = hl.HessianOperator(tiny_model(), nn.CrossEntropyLoss(), tiny_batches())
+    return op, analyze_operator(op, AnalysisSettings(seed=4, probes=6, trace_matvecs=30), progress=False)
+
+
+def test_extreme_eigenvalues_match_the_exact_spectrum(tiny_summary):
+    op, s = tiny_summary
+    exact = tiny_spectrum()
+    scale = np.abs(exact).max()
+    assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-6 * scale
+    assert abs(s.lambda_min["value"] - exact[0]) <= 1e-6 * scale
+    assert s.lambda_max["converged"] and s.lambda_min["converged"]
+    assert s.lambda_min["value"] <= s.lambda_max["value"]
+
+
+def test_trace_within_its_standard_error(tiny_summary):
+    _, s = tiny_summary
+    exact = tiny_spectrum().sum()
+    assert s.trace["method"] == "hutch++" and s.trace["matvecs"] == 30
+    assert abs(s.trace["estimate"] - exact) <= 4 * s.trace["stderr"] + 1e-10 * np.abs(tiny_spectrum()).max()
+
+
+def test_density_moments_and_step_cap(tiny_summary):
+    op, s = tiny_summary
+    sd = s.spectral_density
+    n = len(tiny_spectrum())
+    assert op.n == n < 80
+    # a Krylov space has at most n dimensions: steps are capped, the request is recorded
+    assert s.settings["steps"] == n and s.settings["steps_requested"] == 80
+    assert sd.weights.shape == (6, n)
+    np.testing.assert_allclose(sd.weights.sum(axis=1), 1.0, atol=1e-12)
+    for p in (1, 2):
+        exact = float((tiny_spectrum() ** p).mean())
+        assert abs(sd.moment(p) - exact) <= 4 * sd.moment_stderr(p) + 1e-12
+    lo, hi = sd.support
+    assert tiny_spectrum()[0] - 1e-8 <= lo and hi <= tiny_spectrum()[-1] + 1e-8
+
+
+def test_summary_records_engine_settings_and_model(tiny_summary):
+    op, s = tiny_summary
+    assert s.engine["name"] == op.engine and s.engine["reason"] == op.engine_reason
+    assert s.settings["seed"] == 4 and s.settings["probes"] == 6 and s.settings["mode"] == "eval"
+    assert s.model["analysed_parameters"] == op.n and s.data["samples"] == 30 and s.data["batches"] == 2
+    assert set(s.timings) >= {"extreme_eigenvalues", "trace", "spectral_density"}
+    assert s.versions["hesslens"] == hl.__version__ and s.versions["torch"] == torch.__version__
+
+
+def test_seeded_runs_agree_and_the_seed_matters():
+    op = hl.HessianOperator(tiny_model(), nn.CrossEntropyLoss(), tiny_batches())
+    a, b, c = (analyze_operator(op, AnalysisSettings(seed=seed, probes=3, steps=10, trace_matvecs=12), progress=False)
+               for seed in (1, 1, 2))
+    assert a.trace["estimate"] == b.trace["estimate"] and a.density["nodes"] == b.density["nodes"]
+    assert a.density["nodes"] != c.density["nodes"]
+
+
+def test_the_analysis_leaves_the_model_unchanged(tmp_path):
+    model = tiny_model().train()
+    model[0].weight.grad = torch.full_like(model[0].weight, 0.5)
+    model[2].bias.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    op = hl.HessianOperator(model, nn.CrossEntropyLoss(), tiny_batches())
+    write_report(analyze_operator(op, AnalysisSettings(probes=2, steps=5, trace_matvecs=12), progress=False), tmp_path)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(model[0].weight.grad, torch.full_like(model[0].weight, 0.5)) and model[2].weight.grad is None
+    assert not model[2].bias.requires_grad and model[0].weight.requires_grad
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_write_report_files(tiny_summary, tmp_path):
+    _, s = tiny_summary
+    files = write_report(s, tmp_path / "nested" / "out")
+    assert files.density_png.read_bytes().startswith(PNG_SIGNATURE)
+    loaded = load_summary(files.summary_json)
+    assert loaded.lambda_max == s.lambda_max and loaded.trace == s.trace
+    assert loaded.timings["total"] >= loaded.timings["report"] > 0
+    page = files.report_html.read_text(encoding="utf-8")
+    for number in (s.lambda_max["value"], s.lambda_min["value"], s.trace["estimate"]):
+        assert fmt(number) in page
+    json.loads(files.summary_json.read_text())  # strict JSON
+
+
+def test_write_report_refuses_a_file_as_folder(tiny_summary, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(hl.InvalidInputError, match="not a directory"):
+        write_report(tiny_summary[1], target)
+
+
+def test_settings_are_validated():
+    with pytest.raises(hl.InvalidInputError, match="steps and probes"):
+        AnalysisSettings(probes=0)
+    with pytest.raises(hl.InvalidInputError, match="tol"):
+        AnalysisSettings(tol=0.0)

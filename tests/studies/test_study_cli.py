@@ -1,0 +1,133 @@
+"""``hesslens study`` through click's CliRunner, and the demo study's numbers against a dense reference."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.nn import functional as F
+
+from hesslens.studies import get, names, register, unregister
+from hesslens.studies.cli import study
+from hesslens.studies import RunContext
+from hesslens.studies.demo import DemoConfig, _digits, build_model, run_demo
+
+from conftest import concatenated_objective, reference_hessian
+
+from _toy_study import STUDY as TOY
+
+TOY_SPEC = "_toy_study:STUDY"  # tests/studies is on sys.path under pytest's default import mode
+
+
+def invoke(*args):
+    return CliRunner().invoke(study, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = invoke("demo", "--preset", "smoke", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_demo_smoke_runs_and_resumes(demo_out):
+    out, result = demo_out
+    assert "4 runs (4 done); ran 4" in result.output
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4 and set(df["status"]) == {"done"} and sorted(set(df["lr"])) == [0.05, 0.5]
+    assert (df["two_over_lr"] == 2 / df["lr"]).all()
+    again = invoke("demo", "--out", out)
+    assert again.exit_code == 0 and "ran 0, skipped 4 already finished" in again.output
+
+
+@pytest.fixture
+def one_thread():
+    """A 310-parameter model: one thread is fastest, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_demo_lambda_max_matches_the_dense_hessian_of_the_saved_model(tmp_path, one_thread):
+    config = DemoConfig(lr=0.5, seed=3, hidden=4, steps=20, n_train=100)
+    record, series = run_demo(config, RunContext(study="demo", run_key="k", attempt=1, out=tmp_path))
+    assert [s for s, k, _ in series] == [0, 5, 10, 15, 20] and series[-1][2] == record["train_loss"]
+    model = build_model(config)
+    model.load_state_dict(torch.load(tmp_path / "runs" / "k" / "model.pt", weights_only=True))
+    model = model.double()
+    x, y, x_test, y_test = _digits(config.n_train, config.seed)
+    assert len(x) == 100 and len(x_test) == 1797 - 100
+    objective = concatenated_objective(F.cross_entropy, [(x.double(), y)])
+    with torch.no_grad():
+        assert abs(record["train_loss"] - float(objective(lambda inp: model(inp)))) < 1e-5
+    exact = float(torch.linalg.eigvalsh(reference_hessian(model, objective))[-1])
+    # Lanczos at tol 1e-5 on the float32 model against float64 eigvalsh: agreement to ~1e-5 relative.
+    assert abs(record["lambda_max"] - exact) <= 1e-4 * abs(exact), (record["lambda_max"], exact)
+    assert record["two_over_lr"] == 2 / config.lr and not record["diverged"]
+
+
+def test_demo_divergence(tmp_path):
+    record, series = run_demo(DemoConfig(lr=100.0, activation="relu", hidden=4, steps=30, n_train=100))
+    assert record["diverged"] is True and record["diverged_at_step"] >= 1
+    assert record["train_loss"] != record["train_loss"] or record["train_loss"] > 1e3 * series[0][2]
+
+
+def test_status_and_report(demo_out):
+    out, _ = demo_out
+    result = invoke("demo", "--status", "--out", out)
+    assert result.exit_code == 0 and "4/4 finished (4 done)" in result.output and "preset smoke" in result.output
+    result = invoke("demo", "--report", "--out", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # sharpness vs η, and the loss curves
+    md = (out / "report.md").read_text()
+    assert "Sharpness λ_max against the learning rate" in md and md.count("| done |") == 4
+
+
+def test_listing_and_errors(tmp_path):
+    listing = invoke()
+    assert listing.exit_code == 0 and listing.output.startswith("demo ")
+    unknown = invoke("nope", "--out", tmp_path)
+    assert unknown.exit_code == 2 and "unknown study 'nope'; known studies: demo" in unknown.output
+    bad_preset = invoke("demo", "--preset", "huge", "--out", tmp_path)
+    assert bad_preset.exit_code == 2 and "no preset 'huge'; known presets: full, smoke" in bad_preset.output
+    misuse = invoke("demo", "--status", "--executor", "pool", "--out", tmp_path)
+    assert misuse.exit_code == 2 and "--executor" in misuse.output
+    assert not (tmp_path / "study.sqlite").exists()
+
+
+def test_user_study_by_module_path_with_grid_file_failures_and_parquet(tmp_path):
+    pytest.importorskip("pyarrow", reason="pyarrow is optional")
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[mine]\nx = [1.0, 2.0]\n\n[[broken]]\nx = 1.0\nmode = "fail"\n\n[bad]\nx = "one"\n')
+    ok = invoke(TOY_SPEC, "--grid", grid, "--preset", "mine", "--out", tmp_path, "--parquet")
+    assert ok.exit_code == 0, ok.output
+    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 2
+    failed = invoke(TOY_SPEC, "--grid", grid, "--preset", "broken", "--out", tmp_path)
+    assert failed.exit_code == 1 and "RuntimeError: toy failure at x=1.0" in failed.output
+    assert "rerun the same command" in failed.output
+    invalid = invoke(TOY_SPEC, "--grid", grid, "--preset", "bad", "--out", tmp_path)
+    assert invalid.exit_code == 2 and "field 'x' = 'one' is not a number" in invalid.output
+    conn = sqlite3.connect(tmp_path / "study.sqlite")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # the invalid preset added nothing
+    finally:
+        conn.close()
+
+
+def test_registry_register_and_lookup():
+    from dataclasses import replace
+
+    mine = register(replace(TOY, name="toy-registered"))
+    try:
+        assert "toy-registered" in names() and get("toy-registered") is mine
+        with pytest.raises(Exception, match="already registered"):
+            register(replace(TOY, name="toy-registered", run=lambda c: {}))
+    finally:
+        unregister("toy-registered")
+    assert "toy-registered" not in names()

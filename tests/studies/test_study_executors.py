@@ -1,0 +1,89 @@
+"""The process-pool and Ray executors: runs happen in other processes, the driver alone writes SQLite."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from hesslens.errors import InvalidInputError
+from hesslens.studies import Study, run_key, run_study, status
+
+from _toy_study import STUDY, ToyConfig, log_lines
+
+POOL_DIED = "a pool worker process died"
+
+
+def test_pool_runs_in_spawned_single_threaded_workers_and_survives_a_dying_worker(tmp_path):
+    log, out = tmp_path / "log", tmp_path / "out"
+    cfg = lambda x, mode="ok": {"x": x, "mode": mode, "log": str(log)}  # noqa: E731
+    # One worker: the run that kills its process is alone in flight, so exactly it fails; a fresh pool
+    # runs the rest of the grid.
+    first = run_study(STUDY, [cfg(6.0, "exit"), cfg(1.0), cfg(2.0), cfg(5.0, "fail")], out, executor="pool",
+                      workers=1, progress=False)
+    assert first.counts == {"pending": 0, "running": 0, "done": 2, "failed": 2, "diverged": 0}
+    assert POOL_DIED in _error(out, run_key(ToyConfig(x=6.0, mode="exit", log=str(log))))
+    assert dict(first.failures)[run_key(ToyConfig(x=5.0, mode="fail", log=str(log)))] == \
+        "RuntimeError: toy failure at x=5.0"
+    # Two workers on a grid sharing two finished runs: only the new ones and the failed one run.
+    second = run_study(STUDY, [cfg(1.0), cfg(2.0), cfg(3.0), cfg(4.0), cfg(5.0, "fail")], out, executor="pool",
+                       workers=2, progress=False)
+    assert second.executed == 3 and second.skipped == 2
+    assert second.counts["done"] == 4 and second.counts["failed"] == 1
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df["x"]) == [1.0, 2.0, 3.0, 4.0]
+    assert (df["pid"] != os.getpid()).all()  # ran in worker processes...
+    assert (df["threads"] == 1).all()  # ...with one torch thread each
+    assert (df["y"] == df["x"] ** 2).all()
+    runs = log_lines(log)
+    assert Counter(k for k, _, _ in runs) == Counter({k: 2 if x == 5.0 else 1 for k, x in
+                                                     ((run_key(ToyConfig(**cfg(x, m))), x) for x, m in
+                                                      ((1.0, "ok"), (2.0, "ok"), (3.0, "ok"), (4.0, "ok"),
+                                                       (5.0, "fail"), (6.0, "exit")))})
+    workers = {pid for _, _, pid in runs}
+    assert os.getpid() not in workers and len(workers) >= 2
+
+
+def _error(out, key):
+    conn = sqlite3.connect(out / "study.sqlite")
+    try:
+        return conn.execute("SELECT error FROM runs WHERE run_key = ?", (key,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_unpicklable_run_function_is_refused_before_running(tmp_path):
+    study = Study(name="local", config=ToyConfig, run=lambda c: {"y": 1.0}, presets={"smoke": {"x": 1.0}})
+    with pytest.raises(InvalidInputError, match="cannot be pickled"):
+        run_study(study, "smoke", tmp_path, executor="pool", progress=False)
+    with pytest.raises(InvalidInputError, match="unknown executor 'gpu'"):
+        run_study(study, "smoke", tmp_path, executor="gpu", progress=False)
+    with pytest.raises(InvalidInputError, match="ray_address applies to the ray executor"):
+        run_study(study, "smoke", tmp_path, ray_address="auto", progress=False)
+    assert status(study, tmp_path).total == 0
+
+
+def test_ray_executor_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="ray is an optional dependency (pip install 'ray>=2.9')")
+    import ray
+
+    log, out = tmp_path / "log", tmp_path / "out"
+    spec = [{"x": [1.0, 2.0, 3.0], "log": str(log)}, {"x": 4.0, "mode": "fail", "log": str(log)},
+            {"x": 5.0, "mode": "nan_loss", "log": str(log)}]
+    summary = run_study(STUDY, spec, out, executor="ray", workers=2, progress=False)
+    assert not ray.is_initialized()  # the instance it started is shut down again
+    assert summary.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1, "diverged": 1}
+    assert summary.failures[0][1] == "RuntimeError: toy failure at x=4.0"
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df["x"]) == [1.0, 2.0, 3.0, 5.0]
+    assert (df["pid"] != os.getpid()).all() and (df["threads"] == 1).all()
+    assert set(Counter(k for k, _, _ in log_lines(log)).values()) == {1}
+    # The series came back through Ray and were written by the driver.
+    conn = sqlite3.connect(out / "study.sqlite")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM series").fetchone()[0] == 4 * 3
+    finally:
+        conn.close()

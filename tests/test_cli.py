@@ -1,0 +1,299 @@
+"""`hesslens analyze`: the default model end to end (a real subprocess), the --model/--checkpoint/--data
+path against a torch.func.hessian reference, and the errors a user meets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import hesslens as hl
+from hesslens.cli import cli
+from hesslens.defaults import default_problem
+from hesslens.report import SCHEMA, load_summary
+from hesslens.report.html import fmt
+
+from conftest import concatenated_objective, reference_hessian
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FAST = ["--steps", "12", "--probes", "3", "--trace-matvecs", "30", "--quiet"]
+
+
+# -- the embedded default, through the installed console script ------------------------------------
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("default") / "report"
+    script = Path(sys.executable).with_name("hesslens")
+    proc = subprocess.run([str(script), "analyze", "--out", str(out), "--steps", "20", "--probes", "3"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def default_reference():
+    """The default problem rebuilt in this process (training is deterministic) and its exact spectrum."""
+    problem = default_problem()
+    op = hl.HessianOperator(problem.model, problem.loss_fn, problem.data)
+    return problem, hl.exact_spectrum(op)
+
+
+def test_default_summary_schema_and_consistency(default_run):
+    out, _ = default_run
+    d = json.loads((out / "summary.json").read_text())
+    assert d["schema"] == SCHEMA
+    for key in ("lambda_max", "lambda_min", "trace", "density", "settings", "engine", "timings", "model", "data"):
+        assert key in d
+    s = load_summary(out)
+    assert s.lambda_min["value"] <= s.lambda_max["value"]
+    assert s.lambda_max["converged"] and s.lambda_min["converged"]
+    assert np.isfinite(s.trace["estimate"]) and s.trace["stderr"] >= 0
+    sd = s.spectral_density
+    assert sd.weights.shape == (3, 20)
+    np.testing.assert_allclose(sd.weights.sum(axis=1), 1.0, atol=1e-12)
+    assert s.settings | {"steps": 20, "probes": 3, "seed": 0, "mode": "eval", "loss": "cross_entropy"} == s.settings
+    assert s.engine["name"] and s.timings["total"] > 0 and s.model["test_accuracy"] > 0.9
+
+
+def test_default_lambdas_match_the_exact_spectrum_of_the_rebuilt_model(default_run, default_reference):
+    out, _ = default_run
+    problem, exact = default_reference
+    s = load_summary(out)
+    assert s.model["analysed_parameters"] == len(exact) == sum(p.numel() for p in problem.model.parameters())
+    assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-4 * abs(exact[-1])
+    assert abs(s.lambda_min["value"] - exact[0]) <= 1e-4 * abs(exact[-1])
+    # the trace estimate is consistent with the exact trace
+    assert abs(s.trace["estimate"] - exact.sum()) <= 4 * s.trace["stderr"] + 1e-8 * abs(exact.sum())
+    # the saved checkpoint is the model that was analysed
+    saved = torch.load(out / "model.pt", weights_only=True)
+    for name, value in problem.model.state_dict().items():
+        torch.testing.assert_close(saved[name], value, rtol=1e-10, atol=1e-12)
+
+
+def test_default_figure_html_and_printed_table(default_run):
+    out, proc = default_run
+    s = load_summary(out)
+    assert (out / "density.png").read_bytes().startswith(PNG_SIGNATURE)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for number in (s.lambda_max["value"], s.lambda_min["value"], s.trace["estimate"]):
+        assert fmt(number) in page
+    assert s.engine["name"] in page and "data:image/png;base64," in page
+    for word in ("lambda_max", "lambda_min", "trace", "engine", str(out / "report.html")):
+        assert word in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_reanalysing_the_saved_checkpoint_gives_the_same_numbers(default_run, tmp_path):
+    out, _ = default_run
+    first = load_summary(out)
+    args = ["analyze", "--out", str(tmp_path), "--model", "hesslens.defaults:build_model",
+            "--checkpoint", str(out / "model.pt"), "--data", "hesslens.defaults:analysis_data",
+            "--steps", "20", "--probes", "3", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    again = load_summary(tmp_path)
+    assert again.lambda_max["value"] == pytest.approx(first.lambda_max["value"], rel=1e-8)
+    assert again.trace["estimate"] == pytest.approx(first.trace["estimate"], rel=1e-8)
+    np.testing.assert_allclose(again.spectral_density.nodes, first.spectral_density.nodes, rtol=1e-6, atol=1e-10)
+
+
+# -- the user's own model ---------------------------------------------------------------------------
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+def make():
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    return [(x[:18], y[:18]), (x[18:], y[18:])]
+
+
+def regression():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(25, 5, generator=g, dtype=torch.float64)
+    return x, torch.randn(25, 3, generator=g, dtype=torch.float64)
+
+
+def with_nan():
+    x, y = batches()[0]
+    x = x.clone()
+    x[3, 2] = float("nan")
+    return x, y
+
+
+def not_a_model():
+    return 42
+
+
+MODEL = make().train()
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A fresh user module in tmp_path (unique name: no stale sys.modules entry)."""
+    name = f"hl_user_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def checkpoint(tmp_path, user_module):
+    """A state_dict with weights unlike any fresh initialisation (so ignoring it would show)."""
+    mod = __import__(user_module)
+    model = mod.make()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(1.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    path = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def _exact(model: nn.Module, loss_fn: nn.Module, batches) -> np.ndarray:
+    return torch.linalg.eigvalsh(reference_hessian(model, concatenated_objective(loss_fn, batches))).numpy()
+
+
+def test_user_model_checkpoint_and_data(tmp_path, user_module, checkpoint):
+    path, model = checkpoint
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--model", f"{user_module}:make",
+                                      "--checkpoint", str(path), "--data", f"{user_module}:batches", *FAST])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out / "report.html")  # --quiet: only the report path
+    s = load_summary(out)
+    exact = _exact(model, nn.CrossEntropyLoss(), __import__(user_module).batches())
+    scale = np.abs(exact).max()
+    assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-6 * scale
+    assert abs(s.lambda_min["value"] - exact[0]) <= 1e-6 * scale
+    assert abs(s.trace["estimate"] - exact.sum()) <= 4 * s.trace["stderr"] + 1e-10 * scale
+    assert s.data["samples"] == 30 and s.data["batches"] == 2 and s.model["checkpoint"] == str(path)
+    assert not (out / "model.pt").exists()
+
+
+@pytest.mark.filterwarnings("ignore:hesslens. the linearize engine is unavailable")
+def test_user_model_with_mse_loss(tmp_path, user_module, checkpoint):
+    path, model = checkpoint
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "o"), "--model", f"{user_module}:make",
+                                      "--checkpoint", str(path), "--data", f"{user_module}:regression",
+                                      "--loss", "mse", *FAST])
+    assert result.exit_code == 0, result.output
+    s = load_summary(tmp_path / "o")
+    exact = _exact(model, nn.MSELoss(), [__import__(user_module).regression()])
+    assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-6 * np.abs(exact).max()
+    assert s.settings["loss"] == "mse"
+
+
+def test_user_module_object_is_left_unchanged(tmp_path, user_module):
+    mod = __import__(user_module)
+    before = {k: v.clone() for k, v in mod.MODEL.state_dict().items()}
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "o"), "--model", f"{user_module}:MODEL",
+                                      "--data", f"{user_module}:batches", *FAST])
+    assert result.exit_code == 0, result.output
+    assert mod.MODEL.training
+    assert all(torch.equal(before[k], v) for k, v in mod.MODEL.state_dict().items())
+    assert all(p.grad is None for p in mod.MODEL.parameters())
+
+
+def test_model_given_as_a_file_path(tmp_path, user_module):
+    file = tmp_path / f"{user_module}.py"
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "o"), "--model", f"{file}:make",
+                                      "--data", f"{file}:batches", *FAST])
+    assert result.exit_code == 0, result.output
+
+
+# -- errors ------------------------------------------------------------------------------------------
+def _fails(args: list[str], *needles: str, code: int = 2) -> str:
+    result = CliRunner().invoke(cli, ["analyze", *args])
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (TypeError, AttributeError))
+    for needle in needles:
+        assert needle in result.output, result.output
+    return result.output
+
+
+def test_model_without_data_is_a_usage_error(user_module):
+    _fails(["--model", f"{user_module}:make"], "--data")
+
+
+@pytest.mark.parametrize("option", ["--data", "--checkpoint"])
+def test_data_or_checkpoint_without_model_is_a_usage_error(option, tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"")
+    value = str(tmp_path / "w.pt") if option == "--checkpoint" else "x:y"
+    _fails([option, value], option, "--model")
+
+
+def test_loss_without_model_is_a_usage_error():
+    _fails(["--loss", "mse"], "--loss")
+
+
+def test_unimportable_module_is_named():
+    _fails(["--model", "no_such_module_qq:make", "--data", "no_such_module_qq:data"], "no_such_module_qq", "--model")
+
+
+def test_missing_attribute_is_named(user_module):
+    _fails(["--model", f"{user_module}:nope", "--data", f"{user_module}:batches"], "'nope'", user_module)
+
+
+def test_spec_without_colon(user_module):
+    _fails(["--model", user_module, "--data", f"{user_module}:batches"], "module:attribute")
+
+
+def test_factory_must_return_a_module(user_module):
+    _fails(["--model", f"{user_module}:not_a_model", "--data", f"{user_module}:batches"], "int", "nn.Module")
+
+
+def test_checkpoint_that_does_not_fit(tmp_path, user_module):
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "bad.pt")
+    _fails(["--model", f"{user_module}:make", "--checkpoint", str(tmp_path / "bad.pt"),
+            "--data", f"{user_module}:batches"], "--checkpoint", "bad.pt")
+
+
+def test_hesslens_errors_are_one_line_with_status_2(user_module, tmp_path):
+    output = _fails(["--out", str(tmp_path / "o"), "--model", f"{user_module}:make", "--data", f"{user_module}:with_nan",
+                     "--quiet"], "NaN", "batch 0")
+    assert len(output.strip().splitlines()) == 1 and output.startswith("Error: ")
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+def test_model_data_and_loss_that_do_not_fit_are_one_line(user_module, tmp_path):
+    # class labels with --loss mse: the loss cannot be evaluated; the message names what was combined
+    output = _fails(["--out", str(tmp_path / "o"), "--model", f"{user_module}:make", "--data", f"{user_module}:batches",
+                     "--loss", "mse", "--quiet"], "mse loss", f"{user_module}:make", "HESSLENS_TRACEBACK", code=1)
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_summary_records_the_command_that_repeats_it(tmp_path, user_module):
+    out = tmp_path / "o"
+    args = ["--model", f"{user_module}:make", "--data", f"{user_module}:batches", "--seed", "3", *FAST]
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), *args]).exit_code == 0
+    command = load_summary(out).settings["command"]
+    assert command.startswith("hesslens analyze --model") and "--seed 3" in command and "--steps 12" in command
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and hl.__version__ in result.output
+    result = runner.invoke(cli, ["analyze", "--help"])
+    for option in ("--out", "--model", "--checkpoint", "--data", "--loss", "--mode", "--steps", "--probes",
+                   "--seed", "--tol", "--quiet"):
+        assert option in result.output

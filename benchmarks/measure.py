@@ -159,7 +159,7 @@ def measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, Any
     reference = settings.get("lambda_ref")
     rtol = settings.get("lambda_rtol", 1e-4)
     budget = settings.get("lambda_budget_seconds", 300.0)
-    if library == "hesslens" and reference is None:
+    if library == "hesslens" and reference is None and settings.get("lambda", True):
         seconds, (reference, ref_products, ref_converged) = _timed(lambda: lib.reference_lambda(settings.get("lambda_ref_tol", 1e-9)))
         out["lambda_reference"] = {"value": reference, "products": ref_products, "converged": ref_converged,
                                    "seconds": seconds, "tol": settings.get("lambda_ref_tol", 1e-9)}

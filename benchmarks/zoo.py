@@ -11,7 +11,7 @@ another, which is what lets each (library, model) measurement run in a fresh pro
 
 * ``mlp``: 64-64-64-10 tanh MLP on scikit-learn's digits (1,797 samples, standardised features),
   trained briefly (full-batch Adam) so the Hessian is that of a fitted model, not of the init.
-* ``cnn``: two 3×3 conv layers (16, 32 channels, ReLU, 2×2 max-pool) and a 64-unit head on
+* ``cnn``: two 3×3 conv layers (8, 16 channels, ReLU, 2×2 max-pool) and a 32-unit head on
   CIFAR-shaped Gaussian inputs (3×32×32) with random labels.
 * ``resnet18``: ResNet-18 (basic blocks [2, 2, 2, 2], widths 64–512, BatchNorm, ImageNet stem:
   7×7/2 conv and 3×3/2 max-pool, as ``torchvision.models.resnet18(num_classes=10)``), written
@@ -20,7 +20,7 @@ another, which is what lets each (library, model) measurement run in a fresh pro
   eval mode: the Hessian is that of the eval-mode network.
 * ``transformer``: token embedding + learned positions, ``nn.TransformerEncoder`` (2 post-norm
   layers, d_model 64, 4 heads, feed-forward 128, dropout 0), mean pooling, linear head; random
-  token sequences (vocabulary 100, length 32) whose label is a function of the tokens.
+  token sequences (vocabulary 100, length 16) whose label is a function of the tokens.
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ def cnn(samples: int = 256) -> Case:
     X, y = _cifar_shaped(samples)
     torch.manual_seed(SEED)
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10),
     ).eval()
     return Case("cnn", model, nn.CrossEntropyLoss(), X, y,
-                f"CNN conv16-conv32-fc64-10, {samples} CIFAR-shaped random inputs")
+                f"CNN conv8-conv16-fc32-10, {samples} CIFAR-shaped random inputs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def resnet18(samples: int = 256) -> Case:
 # Transformer encoder
 # ---------------------------------------------------------------------------------------------
 class TokenClassifier(nn.Module):
-    def __init__(self, vocab: int = 100, length: int = 32, d_model: int = 64, heads: int = 4,
+    def __init__(self, vocab: int = 100, length: int = 16, d_model: int = 64, heads: int = 4,
                  layers: int = 2, ff: int = 128, classes: int = 10):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
@@ -202,7 +202,7 @@ class TokenClassifier(nn.Module):
         return self.head(h.mean(dim=1))
 
 
-def transformer(samples: int = 256, length: int = 32, vocab: int = 100) -> Case:
+def transformer(samples: int = 256, length: int = 16, vocab: int = 100) -> Case:
     gen = torch.Generator().manual_seed(SEED + 2)
     tokens = torch.randint(0, vocab, (samples, length), generator=gen)
     labels = tokens[:, :4].sum(dim=1) % 10  # a learnable rule; the Hessian is taken at init anyway

@@ -38,7 +38,7 @@ def default_basis(k: int, which: str) -> tuple[int, int]:
 
 
 def in_restart_window(n: int, k: int, which: str) -> bool:
-    """m < n ≤ m + b − 1: the basis fills before a restart can fit another block (core bug, see below)."""
+    """m < n ≤ m + b − 1: the basis would fill before a restart could fit another block (the dense path's edge)."""
     b, m = default_basis(k, which)
     return m < n <= m + b - 1
 
@@ -96,27 +96,28 @@ def run(p, k, which, **kw):
     return r, count[0]
 
 
+def run_to_convergence(p, k, which):
+    """A generous product budget: the property is about accuracy, not speed (the default budget,
+    50·ncv, can end a k = 4 "both" run on a random spectrum just short of tol = 1e-10)."""
+    return run(p, k, which, max_matvecs=None if unresolvable(p) else 20_000)
+
+
 @prop(40)
 @given(eigen_problems(ks=(1, 1)))
 def test_single_vector_every_family(problem):
     """k = 1 (block size 1) on every family, including rank-deficient and numerically degenerate ones."""
     p, k, which = problem
-    r, count = run(p, k, which)
+    r, count = run_to_convergence(p, k, which)
     check_result(p, r, k, which, count)
 
 
-@prop(30)
-@given(eigen_problems(kinds=("general", "negative", "degenerate", "wide", "clustered"), ks=(2, 4)))
+@prop(40)
+@given(eigen_problems(kinds=KINDS, ks=(2, 4)))
 def test_block_planted_extremes(problem):
-    """k = 2…4 with the default block size k: planted extremes, every copy of an eigenvalue repeated ≤ k times.
-
-    Restricted to where the core is known to work: no exact null space, no numerically degenerate
-    clusters (both exhaust a block Krylov space, see test_block_*_breakdown), n outside the restart window.
-    """
+    """k = 2…4 with the default block size k on every family, exact null spaces and numerically
+    degenerate clusters included (they exhaust a block Krylov space: breakdown handling)."""
     p, k, which = problem
-    assume(not (p.kind == "clustered" and p.params["width"] < 1e-12))
-    assume(not in_restart_window(p.n, k, which))
-    r, count = run(p, k, which)
+    r, count = run_to_convergence(p, k, which)
     check_result(p, r, k, which, count)
 
 
@@ -192,8 +193,6 @@ def test_warm_start_from_eigenvector():
     assert near.matvecs < cold.matvecs
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: _orthonormal_block drops R[i, j>i] of a dead column, so "
-                   "W != QR and block residuals/restarts are wrong (warm start with block_size >= 2)")
 def test_warm_start_block():
     """v0 = the top eigenvector with k = 2 (block 2): the first block has one dead direction."""
     p = plant(np.linspace(-1, 1, 200), seed=0)
@@ -201,11 +200,8 @@ def test_warm_start_block():
     check_result(p, r, 2, "largest", count)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: dead directions replaced against not-yet-replaced QR columns "
-                   "lose orthogonality to the basis: spurious Ritz values, false convergence")
 def test_block_rank_one_breakdown():
     """A = u uᵀ (eigenvalues 1, 0×199), k = 4: the block Krylov space is invariant after one product."""
-    u = np.random.default_rng(0).standard_normal(200)
     lam = np.zeros(200)
     lam[-1] = 1.0
     p = plant(lam, seed=0)
@@ -213,10 +209,8 @@ def test_block_rank_one_breakdown():
     check_result(p, r, 4, "largest", count)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: eigenvalues() returns unconverged after ncv products when "
-                   "ncv < n <= ncv + block_size - 1 (stops on j + b > n instead of restarting)")
 def test_restart_window():
-    """n = 25, k = 2, both: default ncv 24, block 2; the loop stops after 24 products without converging."""
+    """n = 25, k = 2, both: default ncv 24, block 2; a restart could not fit another block."""
     p = plant(np.linspace(-1, 1, 25), seed=0)
     assert in_restart_window(25, 2, "both")
     r, count = run(p, 2, "both")

@@ -73,8 +73,6 @@ def test_selection_matching_nothing(params) -> None:
         hl.HessianOperator(_model(), CE, _batches(), params=params)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="core bug: params=[] selects nothing and hessian.py indexes param_names[0] (IndexError)")
 def test_empty_selection() -> None:
     with pytest.raises(InvalidInputError, match="param"):
         hl.HessianOperator(_model(), CE, _batches(), params=[])

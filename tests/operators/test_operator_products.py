@@ -17,11 +17,6 @@ from conftest import (assert_close64, concatenated_objective, reference_gradient
 
 ENGINE_NAMES = ("linearize", "double_backward", "streaming", "auto")
 
-BN_EVAL_DOUBLE_BACKWARD = (
-    "core bug: double_backward keeps a graph that saved BatchNorm's running_mean/var; preserved_state "
-    "restores buffers in place with copy_() after construction, bumping their version counters, so the "
-    "first product raises 'modified by an inplace operation'"
-)
 
 
 def _columns(n: int, k: int, seed: int) -> torch.Tensor:
@@ -39,10 +34,7 @@ def _table():
         for engine in ENGINE_NAMES:
             if case_name in CHEAP_ONLY and engine in ("linearize", "auto"):
                 continue
-            marks = ()
-            if case_name == "bn-eval" and engine == "double_backward":
-                marks = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=BN_EVAL_DOUBLE_BACKWARD)
-            yield pytest.param(case_name, engine, marks=marks, id=f"{case_name}-{engine}")
+            yield pytest.param(case_name, engine, id=f"{case_name}-{engine}")
 
 
 @pytest.mark.parametrize("case_name, engine", list(_table()))
@@ -59,8 +51,6 @@ def test_products_and_dense_match_reference(case_name: str, engine: str) -> None
         assert op.engine.split("+")[0] in ENGINES and op.engine_timings
         if case.uses_mse:
             assert op.engine.startswith("double_backward") and "mse_loss" in op.engine_reason
-        if case_name == "bn-eval" and op.engine.startswith("double_backward"):
-            pytest.xfail(BN_EVAL_DOUBLE_BACKWARD + " (auto chose double_backward)")
     else:
         assert op.engine.startswith(engine)
 
@@ -240,15 +230,13 @@ def test_single_batch_tuple() -> None:
 
 
 def test_list_of_three_dict_batches_with_batch_loss() -> None:
-    """Dict batches are fine in a list of three (see the xfail below for a list of two)."""
+    """Dict batches are fine in a list of three (and of two, below)."""
     case = get_case("dict-batch_loss")
     assert len(case.kwargs["data"]) == 3
     assert get_operator("dict-batch_loss", "double_backward").data.sizes == (5, 3, 4)
     assert_close64(get_operator("dict-batch_loss", "double_backward").dense(), case.hessian)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a list of exactly two dict batches is taken for one "
-                                        "(inputs, targets) pair by operators/data.py:_is_batch")
 def test_list_of_two_dict_batches_with_batch_loss() -> None:
     case = get_case("dict-batch_loss")
     two = case.kwargs["data"][:2]

@@ -92,14 +92,9 @@ def _exercise(model: nn.Module, mode: str, engine: str) -> None:
     torch.testing.assert_close(op @ v, first, rtol=0, atol=0)
 
 
-BN_EVAL_DOUBLE_BACKWARD = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="core bug: double_backward's kept graph saved BatchNorm running stats, which preserved_state "
-           "then restores in place (version counter bump)")
-
 
 @pytest.mark.parametrize("engine", [
-    "linearize", pytest.param("double_backward", marks=BN_EVAL_DOUBLE_BACKWARD), "streaming"])
+    "linearize", "double_backward", "streaming"])
 def test_eval_mode_on_a_training_model_with_dropout(engine: str) -> None:
     model = _model(dropout=True).train()  # a model caught mid-training
     _exercise(model, "eval", engine)
@@ -149,8 +144,6 @@ def test_operator_uses_a_snapshot_of_the_parameters() -> None:
     torch.testing.assert_close(op.dense(), before, rtol=0, atol=1e-14)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: as_analysis_data iterates a DataLoader (which draws its base "
-                                        "seed from the global RNG) outside preserved_state")
 def test_dataloader_leaves_global_rng_unchanged() -> None:
     model = _model(dropout=False)
     x, y = torch.cat([b[0] for b in _data()]), torch.cat([b[1] for b in _data()])

@@ -108,3 +108,16 @@ def test_evenly_spaced_subset():
     x, y = torch.arange(5000.0)[:, None], torch.arange(5000)
     xs, ys = evenly_spaced(x, y, 1000)
     assert len(xs) == 1000 and xs[0, 0] == 0 and xs[-1, 0] == 4999 and torch.equal(xs[:, 0].long(), ys)
+
+
+def test_tensorboard_logger_writes_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    model, x, y = _problem(4)
+    with Tracker(nn.CrossEntropyLoss(), (x, y), loggers=["tensorboard"], log_dir=str(tmp_path)) as tracker:
+        tracker.step(model, epoch=0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    scalars = events.Scalars("hesslens/lambda_max")
+    assert scalars[0].value == pytest.approx(tracker.history["lambda_max"].iloc[0], rel=1e-6)

@@ -13,7 +13,7 @@ Wu & Simon 2000; Stathopoulos & Saad 1998). Order is algebraic: "largest" means 
 unlike power iteration, which finds the largest magnitude.
 
 A single-vector Krylov space holds one direction of a repeated eigenvalue, so a block of b ≥ the
-multiplicity is needed to return every copy; ``block_size`` defaults to k.
+multiplicity is needed to return every copy; ``block_size`` defaults to min(k, 8).
 All recurrence work is float64 whatever precision the operator's products use.
 """
 
@@ -58,16 +58,31 @@ class EigenResult:
 
 
 def _orthonormal_block(w: torch.Tensor, basis: torch.Tensor, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """QR of an already orthogonalised block; directions lost to breakdown become fresh random ones."""
-    q, r = torch.linalg.qr(w)
-    dead = r.diagonal().abs() <= 1e-10 * max(scale, np.finfo(float).tiny)
-    for i in dead.nonzero().flatten().tolist():
-        x = gaussian(w.shape[0], 1, gen)
-        others = torch.cat([basis, q[:, :i], q[:, i + 1:]], dim=1)
+    """W = Q R for a block already orthogonal to ``basis``, column by column (Gram–Schmidt twice).
+
+    A column with nothing left (breakdown: an invariant subspace) is replaced by a random
+    direction orthogonal to the basis and to the accepted columns, with R[i, i] = 0, so that the
+    Krylov space keeps growing and W = Q R still holds up to the dropped round-off remainder.
+    """
+    n, b = w.shape
+    q = torch.zeros(n, b, dtype=torch.float64)
+    r = torch.zeros(b, b, dtype=torch.float64)
+    floor = 1e-10 * max(scale, np.finfo(float).tiny)
+    for i in range(b):
+        x = w[:, i].clone()
         for _ in range(2):
-            x -= others @ (others.T @ x)
-        q[:, i] = (x / x.norm()).flatten()
-        r[i, :] = 0.0
+            c = q[:, :i].T @ x
+            x -= q[:, :i] @ c
+            r[:i, i] += c
+        norm = float(x.norm())
+        if norm > floor:
+            q[:, i], r[i, i] = x / norm, norm
+            continue
+        others = torch.cat([basis, q[:, :i]], dim=1)
+        z = gaussian(n, 1, gen).flatten()
+        for _ in range(2):
+            z -= others @ (others.T @ z)
+        q[:, i] = z / z.norm()
     return q, r
 
 
@@ -126,7 +141,7 @@ def eigenvalues(
     gen = generator(seed)
     t0 = time.perf_counter()
 
-    if n <= m:  # the whole space fits in the basis: the dense matrix is the cheaper exact answer
+    if n <= m + b:  # the basis and its next block would fill the space: the dense matrix is cheaper and exact
         dense = a.matmat(torch.eye(n, dtype=torch.float64))
         theta, u = np.linalg.eigh(((dense + dense.T) / 2).numpy())
         pick = _order(theta, k, which)
@@ -162,7 +177,7 @@ def eigenvalues(
             res = np.linalg.norm(coupling.numpy() @ u[j - b:j, :], axis=0)
             pick = _order(theta, k, which)
             done = res[pick] <= tol * max(scale, np.finfo(float).tiny)
-            if (done.all() and j >= wanted) or matvecs >= max_matvecs or j + b > n:
+            if (done.all() and j >= wanted) or matvecs >= max_matvecs:
                 vectors = (v @ torch.from_numpy(u[:, pick])).numpy()
                 return EigenResult(theta[pick], vectors, res[pick], done, matvecs,
                                    time.perf_counter() - t0, restarts, which, tol)

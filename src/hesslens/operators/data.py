@@ -22,11 +22,16 @@ from ..errors import InvalidInputError
 
 
 def _is_batch(obj: Any) -> bool:
-    """A single batch: a tensor, a mapping, or an (inputs, targets) pair of tensors/mappings."""
+    """A single batch: a tensor, a mapping, or an (inputs, targets) pair whose targets are a tensor.
+
+    Two mappings side by side are two (dict) batches; two tensors side by side are read as one
+    (inputs, targets) pair, so a list of two tensor-only batches must be given as a DataLoader or
+    a longer structure.
+    """
     if isinstance(obj, (torch.Tensor, Mapping)):
         return True
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        return all(isinstance(x, (torch.Tensor, Mapping)) for x in obj)
+        return isinstance(obj[0], (torch.Tensor, Mapping)) and isinstance(obj[1], torch.Tensor)
     return False
 
 
@@ -80,6 +85,12 @@ def as_analysis_data(data: Any) -> AnalysisData:
     """Normalise one batch, a sequence of batches, an iterator or a DataLoader."""
     if data is None:
         raise InvalidInputError("data is None; pass a batch (inputs, targets), a list of batches or a DataLoader")
+    # Iterating a DataLoader draws its base seed from the global RNG: fork it so the caller's stream is kept.
+    with torch.random.fork_rng(devices=[]):
+        return _as_analysis_data(data)
+
+
+def _as_analysis_data(data: Any) -> AnalysisData:
     if _is_batch(data):
         source: Any = [data]
     elif isinstance(data, Iterable):

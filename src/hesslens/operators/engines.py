@@ -145,9 +145,10 @@ class StreamingEngine(Engine):
 
     name = "streaming"
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, forward_mode: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.forward_mode = True
+        # False where the gradient runs an operator whose forward-over-reverse is known to fail.
+        self.forward_mode = forward_mode
 
     def _batch_hvp(self, batch: Any, tangents: Params) -> Params:
         if self.forward_mode:
@@ -253,13 +254,14 @@ def choose_engine(
     """
     if not cache_fits:
         for use_vmap in (True, False):
-            eng = StreamingEngine(loss, params, batches, weights, use_vmap=use_vmap)
+            eng = StreamingEngine(loss, params, batches, weights, use_vmap=use_vmap, forward_mode=linearize_blocker is None)
             try:
                 eng.hvp(tuple(torch.zeros(1, *p.shape, dtype=p.dtype, device=p.device) for p in params))
                 return EngineChoice(eng, "cache would not fit in the memory budget", {})
             except _UNSUPPORTED:
                 continue
-        return EngineChoice(StreamingEngine(loss, params, batches, weights, use_vmap=False), "cache would not fit", {})
+        return EngineChoice(StreamingEngine(loss, params, batches, weights, use_vmap=False,
+                                            forward_mode=linearize_blocker is None), "cache would not fit", {})
     gen = torch.Generator(device="cpu").manual_seed(0)
     tangents = tuple(torch.randn(probe_columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
     first = [batches[0]]

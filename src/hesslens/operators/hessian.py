@@ -52,6 +52,8 @@ def select_parameters(model: nn.Module, params: ParamSelection) -> list[str]:
             raise InvalidInputError("the model has no trainable parameters (none has requires_grad=True)")
         return names
     items = [params] if isinstance(params, (str, nn.Module, torch.Tensor)) else list(params)
+    if not items:
+        raise InvalidInputError("params is empty: it selects no parameter (pass None for all trainable ones)")
     chosen: set[str] = set()
     for item in items:
         if isinstance(item, str):
@@ -171,8 +173,11 @@ class HessianOperator:
         first = named[self.param_names[0]]
         self.dtype, self.device = first.dtype, first.device
         self._wrapper = _LossModule(model, loss_fn, batch_loss)
-        # A snapshot: later in-place updates of the model (an optimiser step) do not leak into products.
+        # A snapshot of every tensor the loss reads: a later in-place update of the model (an optimiser
+        # step, BatchNorm statistics) neither leaks into products nor invalidates a kept graph.
         self._primal = tuple(named[n].detach().clone() for n in self.param_names)
+        self._fixed = {f"model.{n}": t.detach().clone() for n, t in
+                       [*model.named_parameters(), *model.named_buffers()] if n not in self.blocks}
         self.matvecs = 0
         self.product_seconds = 0.0
         with preserved_state(model, self.mode):
@@ -197,15 +202,16 @@ class HessianOperator:
                 if engine_name == "linearize" and profile.linearize_blocker():
                     raise InvalidInputError(f"engine='linearize' is unavailable for this model: {profile.linearize_blocker()}")
                 source = self.data if engine_name == "streaming" else batches
+                extra = {"forward_mode": profile.linearize_blocker() is None} if engine_name == "streaming" else {}
                 self._engine = ENGINES[engine_name](self._loss, self._primal, source, self.data.weights(self.reduction),
-                                                    use_vmap=columns != "loop")
+                                                    use_vmap=columns != "loop", **extra)
                 self.engine_reason, self.engine_timings = "requested", {}
             self.setup_seconds = time.perf_counter() - t0
         self.loss_value = float(sum(w * l for w, l in zip(self.data.weights(self.reduction), losses)))
 
     # -- loss evaluation -------------------------------------------------------------------------
     def _loss(self, params: Sequence[torch.Tensor], batch: Any) -> torch.Tensor:
-        values = {f"model.{n}": p for n, p in zip(self.param_names, params)}
+        values = {**self._fixed, **{f"model.{n}": p for n, p in zip(self.param_names, params)}}
         return functional_call(self._wrapper, values, (batch,), strict=False)
 
     def _check_losses(self) -> tuple[list[float], Any]:

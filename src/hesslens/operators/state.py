@@ -61,8 +61,11 @@ def preserved_state(model: nn.Module, mode: str = "as_is") -> Iterator[nn.Module
             p.grad = g
         with torch.no_grad():
             for name, b in model.named_buffers():
-                if name in buffers and b.shape == buffers[name].shape:
-                    b.copy_(buffers[name])
+                # Write back only what changed: a copy bumps the buffer's version counter, which
+                # would invalidate any autograd graph that saved it (a kept double-backward graph).
+                saved = buffers.get(name)
+                if saved is not None and b.shape == saved.shape and not torch.equal(b, saved):
+                    b.copy_(saved)
         torch.random.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)

@@ -1,0 +1,45 @@
+"""The Lightning callback records the same λ_max as the tracker stepped by hand."""
+
+import pytest
+import torch
+from torch import nn
+
+import hesslens as hl
+from hesslens.training.tracker import Tracker
+
+pl = pytest.importorskip("lightning.pytorch")
+from hesslens.training.lightning import HessianCallback  # noqa: E402
+
+
+class Module(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, _):
+        loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_callback_tracks_every_epoch(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    module = Module()
+    tracker = Tracker(nn.CrossEntropyLoss(), (x, y), tol=1e-8)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[HessianCallback(tracker)], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         accelerator="cpu")
+    trainer.fit(module, loader)
+    df = tracker.history
+    assert list(df["epoch"]) == [0, 1, 2] and "train_loss" in df
+    exact = hl.exact_spectrum(hl.HessianOperator(module, nn.CrossEntropyLoss(), (x, y)))
+    assert df["lambda_max"].iloc[-1] == pytest.approx(exact[-1], rel=1e-6)

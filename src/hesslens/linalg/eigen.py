@@ -120,8 +120,8 @@ def eigenvalues(
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(-5.0, 45.0, dtype=torch.float64))
     >>> r = hl.eigenvalues(A, k=2, which="both")
-    >>> r.values.round(8).tolist()
-    [-5.0, 44.0]
+    >>> r.values.round(8).tolist()  # the 2 smallest ascending, then the 2 largest descending
+    [-5.0, -4.0, 44.0, 43.0]
     """
     if which not in WHICH:
         raise InvalidInputError(f"which must be one of {WHICH}, got {which!r}")

@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -82,7 +83,37 @@ def _sweep(lib: Library, reference: float, rtol: float, budget_seconds: float) -
     return {"reached": False, "setting_name": lib.lambda_setting_name, "tried": tried, "method": lib.lambda_method}
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every few seconds in a daemon thread: a measurement
+    taken while other processes compete for the cores is flagged by its maximum."""
+
+    def __init__(self, interval: float = 2.0):
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> float:
+        self._stop.set()
+        self.samples.append(os.getloadavg()[0])
+        return max(self.samples)
+
+
 def measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    sampler = LoadSampler()
+    try:
+        out = _measure(library, model, settings)
+    finally:
+        load = sampler.stop()
+    out["loadavg_max"] = load
+    return out
+
+
+def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     out: dict[str, Any] = {"library": library, "model": model, "settings": settings, "loadavg_start": os.getloadavg()}
     cls = LIBRARIES[library]

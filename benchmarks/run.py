@@ -1,6 +1,6 @@
 """Benchmark hesslens against PyHessian, hessian-eigenthings and curvlinops on the zoo.
 
-    .venv/bin/python -m benchmarks.run                       # full run (~25 min on 2 cores)
+    .venv/bin/python -m benchmarks.run                       # full run (~15 min on an idle 2-core machine)
     .venv/bin/python -m benchmarks.run --quick               # a few minutes
     .venv/bin/python -m benchmarks.run --models mlp,cnn --libraries hesslens,curvlinops
 
@@ -164,25 +164,26 @@ def model_table(model: str, rows: list[dict[str, Any]], settings: dict[str, Any]
     lines += [
         f"| library | setup | gradient | product, 1 col: grad-eq. (time) | product, 10 cols: grad-eq. per col | "
         f"SLQ {steps}×{probes} | λ_max to {settings.get('lambda_rtol', 1e-4):g}: time / products (setting) | "
-        f"trace, {settings.get('trace_matvecs')} products | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"trace, {settings.get('trace_matvecs')} products | peak RSS | max load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         label = r.get("label", r["library"])
         status = _status(r)
         if status and "setup_error" not in r:
-            lines.append(f"| {label} | {status} | | | | | | | |")
+            lines.append(f"| {label} | {status} | | | | | | | | |")
             continue
         if status:
             lines.append(f"| {label} | fails: {r['setup_error'][:80]} | {_fmt_s(r.get('grad_seconds'))} | | | | | | "
-                         f"{_fmt(r.get('peak_rss_mb'), 4)} MB |")
+                         f"{_fmt(r.get('peak_rss_mb'), 4)} MB | {_fmt(r.get('loadavg_max'), 2)} |")
             continue
         lines.append(" | ".join([
             f"| {label}", _fmt_s(r.get("setup_seconds")), _fmt_s(r.get("grad_seconds")), _product(r, "1"),
-            _product(r, "10"), _slq(r), _lambda(r), _trace(r), f"{_fmt(r.get('peak_rss_mb'), 4)} MB |",
+            _product(r, "10"), _slq(r), _lambda(r), _trace(r), f"{_fmt(r.get('peak_rss_mb'), 4)} MB",
+            f"{_fmt(r.get('loadavg_max'), 2)} |",
         ]))
         if r["library"] == "hesslens" and "lambda_max_eigsh" in r:
-            lines.append(f"| SciPy eigsh on hesslens op | | | | | | {_lambda(r, 'lambda_max_eigsh')} | | |")
+            lines.append(f"| SciPy eigsh on hesslens op | | | | | | {_lambda(r, 'lambda_max_eigsh')} | | | |")
     hl = next((r for r in rows if r["library"] == "hesslens" and "setup_seconds" in r), None)
     if hl:
         extra = [f"hesslens engine: `{hl.get('engine')}`"]
@@ -199,9 +200,6 @@ def model_table(model: str, rows: list[dict[str, Any]], settings: dict[str, Any]
         if ref:
             extra.append(f"reference λ_max = {ref['value']:.10g} (hesslens tol={ref['tol']:g}, {ref['products']} products)")
         lines += ["", "; ".join(extra) + "."]
-    loads = [x for r in rows for x in (r.get("loadavg_start", [None])[0], (r.get("loadavg_end") or [None])[0]) if x is not None]
-    if loads:
-        lines += ["", f"1-minute load average at the start/end of these measurements: {min(loads):.2f}–{max(loads):.2f}."]
     return "\n".join(lines)
 
 
@@ -318,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         "Products are Hessian-vector products; 'grad-eq.' = product time / gradient time measured in the same process. "
         "λ_max: the loosest setting of each library's solver whose value lies within the stated relative "
         "tolerance of the reference, its wall time and number of products. Peak RSS: the whole measurement "
-        "process (Python, torch, model, data and the library's work).",
+        "process (Python, torch, model, data and the library's work). Max load: the highest 1-minute load "
+        "average sampled during the measurement; on 2 cores, values well above 2 mean other processes "
+        "competed for the CPU and that row's times are inflated.",
         "",
         "## Summary: hesslens against the fastest peer",
         "",

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from .declaration import Study
 
 #: Modules whose import registers the built-in studies.
-BUILTIN_MODULES = ("hesslens.studies.demo",)
+BUILTIN_MODULES = ("hesslens.studies.demo", "hesslens.studies.sharpness")
 
 _REGISTRY: dict[str, Study] = {}
 _loaded = False

@@ -5,6 +5,7 @@ from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exac
 from .operators import HessianOperator, as_operator, preserved_state
 from . import datasets
 from .training import TrainResult, Tracker, train
+from .analysis import SharpnessResult, sharpness
 
 __version__ = "0.1.0"
 
@@ -12,5 +13,5 @@ __all__ = [
     "EigenResult", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
-    "datasets", "TrainResult", "Tracker", "train",
+    "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness",
 ]

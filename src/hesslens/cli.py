@@ -16,12 +16,14 @@ loss, a memory budget) are printed as one line and exit with status 2, like usag
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -195,14 +197,35 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
     elif data_spec is None:
         raise click.UsageError("--model needs --data MODULE:FUNCTION: the batches whose loss Hessian is analysed")
     try:
-        files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, steps, probes,
-                     trace_matvecs, seed, tol, quiet)
+        with _friendly_warnings():
+            files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, steps, probes,
+                         trace_matvecs, seed, tol, quiet)
     except HesslensError as exc:
         raise HesslensFailure(exc) from exc
     if quiet:
         click.echo(str(files.report_html))
         return
     click.echo(summary_table(files))
+
+
+@contextlib.contextmanager
+def _friendly_warnings():
+    """Show hesslens's own warnings (an engine fallback, a budget) as one ``note:`` line on stderr,
+    without the file and line a raw ``UserWarning`` carries; other warnings keep their usual form."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text.startswith("hesslens: "):
+            click.echo("note: " + " ".join(text[len("hesslens: "):].split()), err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,

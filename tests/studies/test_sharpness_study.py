@@ -56,7 +56,10 @@ def test_report_lists_every_claim_with_a_verdict(smoke):
     for i in CLAIMS:
         assert any(f"Claim {i} — {v.upper()}" in md for v in VERDICTS), i
         assert any(f"**Claim {i} — {v}.**" in analysis_md for v in VERDICTS), i
-    assert (smoke / "report.html").exists()
+    # The verdicts and τ tables head report.md and report.html, before the figures and the runs.
+    assert md.index("## The paper's five claims") < md.index("## Kendall τ") < md.index("## Figures")
+    page = (smoke / "report.html").read_text()
+    assert "<h2>The paper&#x27;s five claims, as reproduced here</h2>" in page
     for name in ("claim1_lr_batch.png", "claim5_batchnorm.png", "lambda_vs_test.png", "eos_gd.png"):
         assert (smoke / "figures" / name).stat().st_size > 1000
     # The hook's verdicts are those of analyze() on the CSV.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from collections import Counter
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 
 from hesslens.errors import HesslensError, InvalidInputError
-from hesslens.studies import Store, render_report, run_key, run_study, status
+from hesslens.studies import ReportContent, Store, render_report, run_key, run_study, status
 from hesslens.studies import export as export_module
 
 from _toy_study import REPORTED, STUDY, ToyConfig, log_lines
@@ -168,3 +170,19 @@ def test_default_report_and_report_hook(tmp_path):
     files = render_report(REPORTED, out)
     assert [t for t, _ in files.figures] == ["y against x"]
     assert "![y against x](figures/figure_01.png)" in files.markdown.read_text()
+
+
+def test_report_hook_adds_tables_and_notes(tmp_path):
+    def hook(df, out):
+        best = df.nlargest(1, "y")[["x", "y"]]
+        return ReportContent(figures=[], tables={"Best run": best}, notes={"Best run": "largest y", "Aside": "a | b"})
+
+    study = dataclasses.replace(REPORTED, name="toy-tables", report=hook)
+    run_study(study, "smoke", tmp_path, progress=False)
+    files = render_report(study, tmp_path)
+    md, page = files.markdown.read_text(), files.html.read_text()
+    assert files.figures == []
+    # Sections come before the runs table, in the hook's order, the table holding the hook's row.
+    assert md.index("## Best run") < md.index("## Aside") < md.index("## Results")
+    assert "| x | y |\n|---|---|\n| 3 | 9 |\n\nlargest y" in md
+    assert "<h2>Best run</h2>" in page and "<td>9</td>" in page and "<p>a | b</p>" in page

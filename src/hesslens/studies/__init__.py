@@ -8,7 +8,7 @@ for the database and its durability guarantees, and :mod:`~hesslens.studies.exec
 inline, process-pool and Ray executors.
 """
 
-from .declaration import (FINISHED, STATUSES, Diverged, RunContext, Study, canonical_json, config_dict,
+from .declaration import (FINISHED, STATUSES, Diverged, ReportContent, RunContext, Study, canonical_json, config_dict,
                           expand_grid, load_presets, make_config, param, run_key)
 from .executors import EXECUTORS
 from .export import results_frame, series_frame
@@ -17,7 +17,7 @@ from .runner import ReportFiles, StudyStatus, StudySummary, default_out, render_
 from .store import Store
 
 __all__ = [
-    "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportFiles", "RunContext", "Store", "Study", "StudyStatus",
+    "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportContent", "ReportFiles", "RunContext", "Store", "Study", "StudyStatus",
     "StudySummary", "canonical_json", "config_dict", "default_out", "expand_grid", "get", "load_presets",
     "make_config", "names", "param", "register", "render_report", "results_frame", "run_key", "run_study",
     "series_frame", "status", "unregister",

@@ -109,6 +109,21 @@ class RunContext:
         return self.artifacts
 
 
+@dataclass(frozen=True)
+class ReportContent:
+    """What a report hook may return besides figures: tables placed above the runs table.
+
+    Attributes:
+        figures: as a plain hook return (a list of paths/Figures, or a mapping caption → one).
+        tables: mapping section title → DataFrame, rendered in order as Markdown and HTML tables.
+        notes: mapping section title → a paragraph shown under that table (or alone, if no table).
+    """
+
+    figures: Any = None
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Study:
     """A declared study: see the module docstring.
@@ -122,7 +137,8 @@ class Study:
             function for the pool and Ray executors (it is pickled by reference).
         presets: mapping preset name → grid, or a path to a TOML/YAML file of presets.
         report: optional ``report(df, out)`` or ``report(df, out, series)`` hook drawing the study's
-            figures; returns figure paths or matplotlib Figures (a list, or a mapping title → figure).
+            figures; returns figure paths or matplotlib Figures (a list, or a mapping title → figure),
+            or a :class:`ReportContent` that adds tables (e.g. a study's verdicts) to the report.
         description: one paragraph for the report.
         loss_keys: record entries whose NaN/inf value means the run diverged; ``None`` means every
             entry whose name contains ``"loss"``.

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..errors import HesslensError, InvalidInputError
 from ..progress import progress_bar
-from .declaration import FINISHED, STATUSES, Study, _positional_arity, config_dict, run_key
+from .declaration import FINISHED, STATUSES, ReportContent, Study, _positional_arity, config_dict, run_key
 from .executors import Job, Pending, Task, make_executor
 from .export import export, require_parquet, results_frame, series_frame
 from .registry import get
@@ -356,10 +356,13 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, Path]] = []
+    content = ReportContent()
     if not df.empty:
         if study.report is not None:
             arity = _positional_arity(study.report, study.name, "report", allowed=(2, 3))
             result = study.report(df, out_dir) if arity == 2 else study.report(df, out_dir, series)
+            if isinstance(result, ReportContent):
+                content, result = result, result.figures
             figures = _collect_figures(result, out_dir, fig_dir)
         else:
             figures = default_figures(df, study, fig_dir)
@@ -376,6 +379,13 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
 
     md = [f"# Study `{study.name}`", "", study.description.strip(), "",
           f"Runs: {count_text}. Database: `{db_path}`. Generated {generated}.", ""]
+    sections = list(dict.fromkeys([*content.tables, *content.notes]))
+    for title in sections:
+        md += [f"## {title}", ""]
+        if title in content.tables:
+            md += [_markdown_table(content.tables[title]), ""]
+        if title in content.notes:
+            md += [content.notes[title].strip(), ""]
     if figures:
         md += ["## Figures", ""] + [f"![{t}]({rel(p)})\n\n*{t}*\n" for t, p in figures]
     md += ["## Results", ""] + ([f"Same in every run: {fixed_text}.", ""] if fixed else [])
@@ -392,6 +402,12 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
             f"<p>{html.escape(study.description.strip())}</p>" if study.description.strip() else "",
             f"<p>Runs: {html.escape(count_text)}. Database: <code>{html.escape(str(db_path))}</code>. "
             f"Generated {generated}.</p>"]
+    for title in sections:
+        page.append(f"<h2>{html.escape(title)}</h2>")
+        if title in content.tables:
+            page.append(_html_table(content.tables[title]))
+        if title in content.notes:
+            page.append(f"<p>{html.escape(content.notes[title].strip())}</p>")
     if figures:
         page += ["<h2>Figures</h2>"] + [_img_tag(p, t) for t, p in figures]
     page += ["<h2>Results</h2>"] + ([f"<p>Same in every run: {html.escape(fixed_text)}.</p>"] if fixed else [])

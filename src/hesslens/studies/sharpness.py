@@ -56,7 +56,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .declaration import Study, param
+from .declaration import ReportContent, Study, param
 from .registry import register
 
 EXPERIMENTS = ("lr_bs", "ratio", "sam", "dropout", "batchnorm")
@@ -725,9 +725,10 @@ def analysis_markdown(analysis: SharpnessAnalysis, figure_dir: str = "figures") 
     return "\n".join(out)
 
 
-def report_sharpness(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = None) -> dict[str, Path]:
+def report_sharpness(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = None) -> ReportContent:
     """Report hook: figures (named in :data:`FIGURES`) under ``OUT/figures``, ``OUT/analysis.md`` with the
-    claims and τ tables; returns caption → figure path, the captions carrying each verdict and τ."""
+    claims and τ tables and their decision rules; the report page shows the verdicts and τ tables first,
+    then the figures, whose captions repeat each verdict."""
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -753,7 +754,18 @@ def report_sharpness(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = 
     eos_text = "; ".join(f"η = {r['lr']:g}: λ_max = {r['lambda_max_full_data']:.3g} (all training data), 2/η = "
                          f"{r['two_over_lr']:.3g}" for _, r in eos.iterrows()) or "no GD runs"
     captions[f"Edge of stability (grid 6, the GD runs of grid lr_bs): final {eos_text}"] = paths["eos"]
-    return captions
+    verdicts = analysis.claims[["claim", "verdict", "statement", "evidence", "figure"]]
+    return ReportContent(
+        figures=captions,
+        tables={"The paper's five claims, as reproduced here": verdicts,
+                "Kendall τ between λ_max and test accuracy": tau,
+                "Full-batch GD and the edge of stability (2/η)": eos},
+        notes={"The paper's five claims, as reproduced here":
+               f"{len(analysis.runs)} runs used, {len(analysis.excluded)} excluded (see analysis.md for "
+               "the exclusions and each claim's decision rule).",
+               "Kendall τ between λ_max and test accuracy":
+               "τ-b; negative τ means sharper (higher λ_max) runs generalize worse."},
+    )
 
 
 # ================================================================================================

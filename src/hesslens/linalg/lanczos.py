@@ -45,9 +45,10 @@ class Tridiagonals:
         return t + np.diag(off, 1) + np.diag(off, -1)
 
 
-def _project(stored: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Per recurrence r: stored[r]ᵀ (stored[r] w[r]), the component of w[r] in its Krylov basis."""
-    return torch.bmm(torch.bmm(stored, w.unsqueeze(2)).transpose(1, 2), stored).squeeze(1)
+def _project_out(stored: torch.Tensor, w: torch.Tensor) -> None:
+    """Per recurrence r, in place: w[r] −= stored[r]ᵀ (stored[r] w[r]) (one classical Gram–Schmidt pass)."""
+    coeffs = torch.bmm(stored, w.unsqueeze(2))
+    w.unsqueeze(1).baddbmm_(coeffs.transpose(1, 2), stored, alpha=-1.0)
 
 
 def lanczos(
@@ -57,41 +58,50 @@ def lanczos(
     *,
     on_step: Callable[[], None] | None = None,
 ) -> Tridiagonals:
-    """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together (float64 throughout)."""
+    """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together (float64 throughout).
+
+    Every n-long operation works in place on preallocated storage: on large models a fresh
+    n-vector per operation costs more in page faults than the arithmetic itself.
+    """
     n, p = v0.shape
     steps = min(steps, n)
     # (p, steps, n): each recurrence's vectors contiguous, so reorthogonalisation is a batched GEMV.
-    basis = torch.zeros(p, steps, n, dtype=torch.float64)
+    # Rows are written before they are read, so the storage need not be zeroed.
+    basis = torch.empty(p, steps, n, dtype=torch.float64)
+    w = torch.empty(p, n, dtype=torch.float64)
     alpha = np.zeros((p, steps))
     beta = np.zeros((p, max(steps - 1, 0)))
     lengths = np.full(p, steps)
     active = np.ones(p, dtype=bool)
     scale = np.zeros(p)
-    v = (v0 / v0.norm(dim=0, keepdim=True)).T.contiguous()  # (p, n)
+    torch.div(v0.T, v0.norm(dim=0)[:, None], out=basis[:, 0])
     matvecs = 0
     for j in range(steps):
-        basis[:, j] = v
-        idx = torch.from_numpy(np.flatnonzero(active))
-        w = torch.zeros(p, n, dtype=torch.float64)
-        w[idx] = matmat(v[idx].T.contiguous()).T
+        v = basis[:, j]
+        idx = np.flatnonzero(active)
+        if len(idx) == p:
+            w.copy_(matmat(v.T.contiguous()).T)
+        else:
+            w.zero_()
+            w[torch.from_numpy(idx)] = matmat(v[torch.from_numpy(idx)].T.contiguous()).T
         matvecs += len(idx)
-        a = (w * v).sum(1)
-        alpha[active, j] = a[idx].numpy()
-        w -= a[:, None] * v
+        a = torch.bmm(w.unsqueeze(1), v.unsqueeze(2)).view(p)
+        alpha[active, j] = a.numpy()[active]
+        w.addcmul_(v, a[:, None], value=-1.0)
         if j > 0:
-            w -= torch.from_numpy(beta[:, j - 1])[:, None] * basis[:, j - 1]
+            w.addcmul_(basis[:, j - 1], torch.from_numpy(beta[:, j - 1])[:, None], value=-1.0)
         # Full reorthogonalisation against every stored vector; a second pass only where the first
         # removed most of w (Kahan–Parlett "twice is enough" test, η = 1/√2).
         stored = basis[:, : j + 1]
-        before = w.norm(dim=1)
-        w -= _project(stored, w)
-        if bool((w.norm(dim=1) < _ETA * before).any()):
-            w -= _project(stored, w)
+        before = torch.linalg.vector_norm(w, dim=1)
+        _project_out(stored, w)
+        if bool((torch.linalg.vector_norm(w, dim=1) < _ETA * before).any()):
+            _project_out(stored, w)
         if on_step is not None:
             on_step()
         if j == steps - 1:
             break
-        b = w.norm(dim=1).numpy()
+        b = torch.linalg.vector_norm(w, dim=1).numpy()
         scale = np.maximum(scale, np.maximum(np.abs(alpha[:, j]), b))
         broke = active & (b <= BREAKDOWN_TOL * np.maximum(scale, np.finfo(float).tiny))
         lengths[broke] = j + 1
@@ -99,5 +109,7 @@ def lanczos(
         if not active.any():
             break
         beta[active, j] = b[active]
-        v = torch.where(torch.from_numpy(active)[:, None], w / torch.from_numpy(np.maximum(b, np.finfo(float).tiny))[:, None], 0.0)
+        torch.div(w, torch.from_numpy(np.where(active, b, 1.0))[:, None], out=basis[:, j + 1])
+        if not active.all():
+            basis[torch.from_numpy(np.flatnonzero(~active)), j + 1] = 0.0
     return Tridiagonals(alpha=alpha, beta=beta, lengths=lengths, matvecs=matvecs)

@@ -182,6 +182,7 @@ class GradientProfile:
 
     saved_bytes: int
     ops: frozenset[str]
+    seconds: float = 0.0
 
     def linearize_blocker(self) -> str | None:
         hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
@@ -200,7 +201,8 @@ class _OpRecorder(TorchDispatchMode):
 
 def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientProfile:
     """One gradient of ``batch`` with saved-tensor and operator bookkeeping (a cached engine keeps
-    about three times the saved bytes per batch)."""
+    about three times the saved bytes per batch), and its wall time (inflated by the bookkeeping:
+    an upper bound)."""
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -210,9 +212,10 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
 
     leaves = _leaf_copies(params)
     recorder = _OpRecorder()
+    t0 = time.perf_counter()
     with torch.enable_grad(), recorder, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         torch.autograd.grad(loss(tuple(leaves), batch), leaves, allow_unused=True)
-    return GradientProfile(total, frozenset(recorder.ops))
+    return GradientProfile(total, frozenset(recorder.ops), time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,17 @@ class EngineChoice:
     timings: dict[str, float]
 
 
+#: A first (warm-up) call slower than this is taken as the measurement: on large models the
+#: first-call overhead is small next to the product, and repeats would dominate the set-up time.
+SLOW_CALL_SECONDS = 1.0
+
+
 def _time(engine: Engine, tangents: Params, repeats: int = 2) -> float:
+    t0 = time.perf_counter()
     engine.hvp(tangents)  # warm-up: first replays allocate and compile kernels
+    first = time.perf_counter() - t0
+    if first > SLOW_CALL_SECONDS:
+        return first
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -244,10 +256,16 @@ def choose_engine(
     linearize_blocker: str | None = None,
     expected_matvecs: int = 1000,
     probe_columns: int = 4,
+    gradient_seconds: float = 0.0,
 ) -> EngineChoice:
     """Pick the engine that finishes ``expected_matvecs`` products soonest, timing candidates on the
     first batch: build time (a linearisation costs far more to build than a kept gradient graph)
     plus the expected number of products at the measured time per product.
+
+    The trial products cost a few gradients per candidate; where one gradient of the first batch
+    (``gradient_seconds``) is slow they use two columns instead of ``probe_columns``, and a slow
+    first call is not repeated (:data:`SLOW_CALL_SECONDS`), so set-up stays a small multiple of a
+    gradient.
 
     Candidates that raise (no forward-mode rule, no batching rule) are dropped with their reason;
     if the cache does not fit in memory only the streaming engine is considered.
@@ -262,6 +280,8 @@ def choose_engine(
                 continue
         return EngineChoice(StreamingEngine(loss, params, batches, weights, use_vmap=False,
                                             forward_mode=linearize_blocker is None), "cache would not fit", {})
+    if gradient_seconds > 0.25:
+        probe_columns = min(probe_columns, 2)
     gen = torch.Generator(device="cpu").manual_seed(0)
     tangents = tuple(torch.randn(probe_columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
     first = [batches[0]]

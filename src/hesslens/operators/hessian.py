@@ -196,7 +196,7 @@ class HessianOperator:
                 choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data,
                                        self.data.weights(self.reduction), cache_fits=cache_fits,
                                        linearize_blocker=profile.linearize_blocker(),
-                                       expected_matvecs=expected_matvecs)
+                                       expected_matvecs=expected_matvecs, gradient_seconds=profile.seconds)
                 self._engine, self.engine_reason, self.engine_timings = choice.engine, choice.reason, choice.timings
             else:
                 if engine_name == "linearize" and profile.linearize_blocker():
@@ -280,10 +280,11 @@ class HessianOperator:
                 chunk = v[:, start:start + self.max_columns]
                 parts = self._engine.hvp(self._split(chunk))
                 cols.append(torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1).T)
-        hv = self._reduce(torch.cat(cols, dim=1))
+        hv = self._reduce(cols[0] if len(cols) == 1 else torch.cat(cols, dim=1))
         self.product_seconds += time.perf_counter() - t0
         self.matvecs += v.shape[1]
-        if not torch.isfinite(hv).all():
+        # min and max propagate NaN and show ±Inf without an n-long mask (large models: fewer allocations)
+        if not all(math.isfinite(float(x)) for x in torch.aminmax(hv)):
             raise InvalidInputError("a Hessian-vector product is not finite: the loss surface has NaN/Inf curvature here")
         return hv.to(out_dtype)
 

@@ -12,7 +12,7 @@ from hesslens.errors import InvalidInputError
 from hesslens.operators.engines import ENGINES
 
 from _operator_cases import BUILDERS, DT, _classification, _mlp, get_case, get_operator
-from conftest import (assert_close64, concatenated_objective, reference_gradient, reference_hessian,
+from conftest import (_flat_function, assert_close64, concatenated_objective, reference_gradient, reference_hessian,
                       size_weights, weighted_objective)
 
 ENGINE_NAMES = ("linearize", "double_backward", "streaming", "auto")
@@ -256,3 +256,38 @@ def test_float32_model_products_in_float32() -> None:
     out = op @ v
     assert out.dtype == torch.float64
     assert_close64(out, case.hessian @ v, tol=1e-5)
+
+
+class _TinyEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(1))
+
+
+@pytest.mark.parametrize("engine", ["auto", "linearize", "double_backward", "streaming"])
+def test_attention_through_fused_kernels(engine: str) -> None:
+    # The default CPU attention kernel has no forward-mode or double-backward derivative; the
+    # operator evaluates attention with the math kernel and leaves the global kernel choice alone.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(3)
+    model = _TinyEncoder().to(DT).eval()
+    tokens, y = torch.randint(0, 11, (12, 5)), torch.randint(0, 3, (12,))
+    flags = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+             torch.backends.cuda.math_sdp_enabled())
+    op = hl.HessianOperator(model, nn.CrossEntropyLoss(), (tokens, y), engine=engine)
+    assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+            torch.backends.cuda.math_sdp_enabled()) == flags
+    # Reverse-over-reverse reference: torch.func.hessian (forward-over-reverse through jacrev) is
+    # wrong for LayerNorm weights in torch 2.13 (see docs/benchmarks.md).
+    f, theta0 = _flat_function(model, concatenated_objective(nn.CrossEntropyLoss(), [(tokens, y)]), None)
+    with sdpa_kernel(SDPBackend.MATH):
+        hessian = torch.autograd.functional.hessian(f, theta0)
+    v = _columns(op.n, 3, seed=5)
+    assert_close64(op @ v, hessian @ v)

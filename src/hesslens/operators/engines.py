@@ -182,7 +182,6 @@ class GradientProfile:
 
     saved_bytes: int
     ops: frozenset[str]
-    seconds: float = 0.0
 
     def linearize_blocker(self) -> str | None:
         hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
@@ -201,8 +200,7 @@ class _OpRecorder(TorchDispatchMode):
 
 def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientProfile:
     """One gradient of ``batch`` with saved-tensor and operator bookkeeping (a cached engine keeps
-    about three times the saved bytes per batch), and its wall time (inflated by the bookkeeping:
-    an upper bound)."""
+    about three times the saved bytes per batch)."""
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -212,10 +210,9 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
 
     leaves = _leaf_copies(params)
     recorder = _OpRecorder()
-    t0 = time.perf_counter()
     with torch.enable_grad(), recorder, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         torch.autograd.grad(loss(tuple(leaves), batch), leaves, allow_unused=True)
-    return GradientProfile(total, frozenset(recorder.ops), time.perf_counter() - t0)
+    return GradientProfile(total, frozenset(recorder.ops))
 
 
 @dataclass(frozen=True)
@@ -256,16 +253,15 @@ def choose_engine(
     linearize_blocker: str | None = None,
     expected_matvecs: int = 1000,
     probe_columns: int = 4,
-    gradient_seconds: float = 0.0,
 ) -> EngineChoice:
     """Pick the engine that finishes ``expected_matvecs`` products soonest, timing candidates on the
     first batch: build time (a linearisation costs far more to build than a kept gradient graph)
     plus the expected number of products at the measured time per product.
 
-    The trial products cost a few gradients per candidate; where one gradient of the first batch
-    (``gradient_seconds``) is slow they use two columns instead of ``probe_columns``, and a slow
-    first call is not repeated (:data:`SLOW_CALL_SECONDS`), so set-up stays a small multiple of a
-    gradient.
+    The trial products cost a few gradients per candidate. Where building the kept gradient graph
+    (about one gradient) takes over :data:`SLOW_CALL_SECONDS` / 4, they use two columns instead of
+    ``probe_columns``, and a slow first call is not repeated, so set-up stays a small multiple of a
+    gradient on large models.
 
     Candidates that raise (no forward-mode rule, no batching rule) are dropped with their reason;
     if the cache does not fit in memory only the streaming engine is considered.
@@ -280,29 +276,29 @@ def choose_engine(
                 continue
         return EngineChoice(StreamingEngine(loss, params, batches, weights, use_vmap=False,
                                             forward_mode=linearize_blocker is None), "cache would not fit", {})
-    if gradient_seconds > 0.25:
-        probe_columns = min(probe_columns, 2)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    tangents = tuple(torch.randn(probe_columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
     first = [batches[0]]
     timings: dict[str, float] = {}
     built: dict[str, Engine] = {}
     build: dict[str, float] = {}
     failures: list[str] = [f"linearize: {linearize_blocker}"] if linearize_blocker else []
-    for cls in (DoubleBackwardEngine,) if linearize_blocker else (LinearizeEngine, DoubleBackwardEngine):
+    for cls in (DoubleBackwardEngine,) if linearize_blocker else (DoubleBackwardEngine, LinearizeEngine):
         try:
             t0 = time.perf_counter()
             built[cls.name] = cls(loss, params, first, (1.0,), use_vmap=True)
             build[cls.name] = time.perf_counter() - t0
         except _UNSUPPORTED as err:
             failures.append(f"{cls.name}: {str(err).splitlines()[0][:160]}")
-            continue
+    if build.get(DoubleBackwardEngine.name, 0.0) > SLOW_CALL_SECONDS / 4:
+        probe_columns = min(probe_columns, 2)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    tangents = tuple(torch.randn(probe_columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
+    for engine in built.values():
         for use_vmap in (True, False):  # both column strategies share one cache
-            built[cls.name].use_vmap = use_vmap
+            engine.use_vmap = use_vmap
             try:
-                timings[built[cls.name].label] = _time(built[cls.name], tangents) / probe_columns
+                timings[engine.label] = _time(engine, tangents) / probe_columns
             except _UNSUPPORTED as err:
-                failures.append(f"{built[cls.name].label}: {str(err).splitlines()[0][:160]}")
+                failures.append(f"{engine.label}: {str(err).splitlines()[0][:160]}")
     if not timings:
         raise RuntimeError("no Hessian-vector product engine works for this model:\n" + "\n".join(failures))
     total = {label: build[label.split("+")[0]] + expected_matvecs * t for label, t in timings.items()}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_leaves
 
 from ..errors import InvalidInputError, NonDeterministicLossError
@@ -87,6 +88,13 @@ class _LossModule(nn.Module):
         self._loss_fn, self._batch_loss = loss_fn, batch_loss
 
     def forward(self, batch: Any) -> torch.Tensor:
+        # PyTorch's fused attention kernels (flash, memory-efficient) have neither a forward-mode
+        # derivative nor a double-backward formula; the reference "math" kernel computes the same
+        # function with differentiable operations. The choice is restored on exit.
+        with sdpa_kernel(SDPBackend.MATH):
+            return self._evaluate(batch)
+
+    def _evaluate(self, batch: Any) -> torch.Tensor:
         if self._batch_loss is not None:
             return self._batch_loss(self.model, batch)
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -196,7 +204,7 @@ class HessianOperator:
                 choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data,
                                        self.data.weights(self.reduction), cache_fits=cache_fits,
                                        linearize_blocker=profile.linearize_blocker(),
-                                       expected_matvecs=expected_matvecs, gradient_seconds=profile.seconds)
+                                       expected_matvecs=expected_matvecs)
                 self._engine, self.engine_reason, self.engine_timings = choice.engine, choice.reason, choice.timings
             else:
                 if engine_name == "linearize" and profile.linearize_blocker():

@@ -4,6 +4,7 @@ path against a torch.func.hessian reference, and the errors a user meets."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,7 +201,7 @@ def test_user_model_with_mse_loss(tmp_path, user_module, checkpoint):
     assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-6 * np.abs(exact).max()
     assert s.settings["loss"] == "mse"
     # The engine fallback MSE forces is one plain note, not a UserWarning with a source line.
-    assert "note: the linearize engine is unavailable" in result.stderr
+    assert "note: the linearize engine is not used for this model" in result.stderr
     assert "UserWarning" not in result.stderr and "engines.py" not in result.stderr
 
 
@@ -299,3 +300,111 @@ def test_version_and_help():
     for option in ("--out", "--model", "--checkpoint", "--data", "--loss", "--mode", "--steps", "--probes",
                    "--seed", "--tol", "--quiet"):
         assert option in result.output
+
+
+# -- bad values and the report folder: refused before any computation, the old report kept ------------
+@pytest.fixture
+def no_computation(monkeypatch):
+    """Fail the test if the analysis (training the default model, or the analysis proper) starts."""
+    import hesslens.defaults
+    import hesslens.report
+
+    def started(*args, **kwargs):
+        raise AssertionError("the computation started")
+
+    monkeypatch.setattr(hesslens.defaults, "default_problem", started)
+    monkeypatch.setattr(hesslens.report, "analyze_operator", started)
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--seed", "1e23", "'1e23' is not a valid integer"),
+    ("--seed", str(10**23), "not in the range 0<=x<=9223372036854775807"),
+    ("--seed", "-1", "not in the range"),
+    ("--tol", "inf", "inf is not in the range 0<x<1"),
+    ("--tol", "nan", "'nan' is not a finite number"),
+    ("--tol", "0", "not in the range 0<x<1"),
+    ("--tol", "1", "not in the range 0<x<1"),
+    ("--steps", "0", "not in the range x>=1"),
+    ("--probes", "-3", "not in the range x>=1"),
+    ("--trace-matvecs", "5", "not in the range x>=6"),
+])
+def test_bad_values_are_usage_errors_naming_the_option(option, value, needle, tmp_path, no_computation):
+    output = _fails(["--out", str(tmp_path / "r"), option, value], f"Invalid value for '{option}'", needle)
+    assert not (tmp_path / "r").exists()
+    assert "Usage:" in output
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_symlink_inside_out_is_refused_and_the_outside_file_untouched(tmp_path, no_computation):
+    (tmp_path / "outside").mkdir()
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "summary.json").symlink_to(Path("..") / "outside" / "victim.txt")
+    output = _fails(["--out", str(out)], "Invalid value for '--out'", "summary.json' is a symbolic link",
+                    "../outside/victim.txt")
+    assert len([line for line in output.splitlines() if line]) == 3  # usage, hint and the one-line reason
+    assert victim.read_text() == "precious" and (out / "summary.json").is_symlink()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where nobody may create folders")
+def test_unwritable_out_fails_before_computing(no_computation):
+    _fails(["--out", "/proc/hesslens-report"], "Invalid value for '--out'",
+           "cannot write report folder '/proc/hesslens-report'")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_fails_before_computing(tmp_path, no_computation):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    out.chmod(0o555)
+    try:
+        _fails(["--out", str(out)], "Invalid value for '--out'", "cannot write report folder")
+    finally:
+        out.chmod(0o755)
+    assert _files(out) == {"summary.json": b"{}"}
+
+
+def test_out_holding_other_files_is_refused_not_emptied(tmp_path, no_computation, monkeypatch):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    _fails(["--out", str(out)], "'--out'", "not part of a hesslens report (thesis.tex)", "new or empty folder")
+    assert _files(out) == {"thesis.tex": b"years of work"}
+    monkeypatch.chdir(out)
+    _fails(["--out", "."], "'--out'", "current directory")
+
+
+@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_fault_while_writing_leaves_the_previous_report_whole(fault, tmp_path, user_module, monkeypatch):
+    out = tmp_path / "r"
+    args = ["analyze", "--out", str(out), "--model", f"{user_module}:make", "--data", f"{user_module}:batches", *FAST]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    (out / "model.pt").write_bytes(b"a model from an earlier default run")
+    before = _files(out)
+
+    import hesslens.report.analysis as analysis_module
+
+    def truncated_png(density, path, **kwargs):
+        Path(path).write_bytes(PNG_SIGNATURE)  # the first bytes of a figure, then the fault
+        raise fault
+
+    monkeypatch.setattr(analysis_module, "save_density_png", truncated_png)
+    result = CliRunner().invoke(cli, [*args, "--seed", "5"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    if isinstance(fault, OSError):
+        assert result.exit_code == 2 and "No space left on device" in result.output
+        assert "the previous report, if any, is unchanged" in result.output
+    assert _files(out) == before
+    assert not [p.name for p in tmp_path.iterdir() if "hesslens-" in p.name]
+
+    monkeypatch.undo()
+    assert CliRunner().invoke(cli, [*args, "--seed", "5"]).exit_code == 0
+    # The new report replaced the old one as a whole: no stale model.pt beside it.
+    assert sorted(_files(out)) == ["density.png", "report.html", "summary.json"]
+    assert load_summary(out).settings["seed"] == 5

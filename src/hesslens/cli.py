@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import math
 import os
 import shlex
 import sys
@@ -43,6 +44,22 @@ class HesslensFailure(click.ClickException):
 
     def __init__(self, error: BaseException):
         super().__init__(" ".join(str(error).split()) or type(error).__name__)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare as "in range" or
+    satisfy a one-sided bound, and would then make a tolerance that never or always converges)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: Seeds go to ``torch.Generator.manual_seed`` (which overflows above 2**64 - 1) and NumPy; negative
+#: seeds would wrap around silently.
+SEED = click.IntRange(min=0, max=2**63 - 1)
 
 
 # -- loading the user's objects -------------------------------------------------------------------
@@ -163,7 +180,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("hesslens-report"),
-              show_default=True, help="Report folder (created if needed).")
+              show_default=True, help="Report folder, replaced as a whole when the report is complete.")
 @click.option("--model", "model_spec", metavar="MODULE:FACTORY",
               help="Your model: a factory returning an nn.Module (or the module object). Default: train the embedded digits MLP.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="A state_dict saved by torch.save, loaded into --model.")
@@ -175,9 +192,9 @@ def cli() -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=80, show_default=True, help="SLQ Lanczos steps (capped at the parameter count).")
 @click.option("--probes", type=click.IntRange(min=1), default=10, show_default=True, help="SLQ random probes.")
 @click.option("--trace-matvecs", type=click.IntRange(min=6), default=100, show_default=True, help="Hutch++ products for the trace.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random probe.")
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True,
-              help="Relative residual tolerance of λ_max and λ_min.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random probe.")
+@click.option("--tol", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=1e-6,
+              show_default=True, help="Relative residual tolerance of λ_max and λ_min (between 0 and 1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the report path.")
 def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str | None,
             mode: str, steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool) -> None:
@@ -196,6 +213,12 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
             raise click.UsageError("--loss applies to --model; the embedded default uses cross_entropy")
     elif data_spec is None:
         raise click.UsageError("--model needs --data MODULE:FUNCTION: the batches whose loss Hessian is analysed")
+    from .report import OutputError, check_report_folder
+
+    try:  # before any computation: a folder that cannot take the report fails now, not after the work
+        check_report_folder(out)
+    except OutputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--out'") from None
     try:
         with _friendly_warnings():
             files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, steps, probes,
@@ -242,6 +265,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
     progress = False if quiet else None
     bar = _Steps([first, "build operator", *STEPS, "write report"], enabled=progress)
     timings: dict[str, float] = {}
+    extra: dict[str, Any] = {}
     try:
         bar.start(first)
         t0 = time.perf_counter()
@@ -252,8 +276,9 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
             model, data, loss_fn = problem.model, problem.data, problem.loss_fn
             info = dict(problem.info)
             data_info = {"name": info.pop("dataset") + " (training split)"}
-            out.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), out / "model.pt")
+            # Saved with the report, in the same all-or-nothing move, so that it is never a stale model.
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            extra["model.pt"] = lambda path: torch.save(state, path)
             # How to re-analyse exactly this model with the --model path.
             info.update({"checkpoint": "model.pt", "factory": f"{build_model.__module__}:{build_model.__name__}",
                          "data_function": f"{analysis_data.__module__}:{analysis_data.__name__}"})
@@ -276,11 +301,16 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
         except (RuntimeError, TypeError, ValueError, IndexError) as exc:
             # Almost always the user's model, data and --loss not fitting together (shapes, dtypes):
             # one line says which; the traceback stays available for debugging.
-            if model_spec is None or isinstance(exc, HesslensError) or os.environ.get("HESSLENS_TRACEBACK"):
+            # The operator names a raw failure of the loss (its cause is torch's error); the CLI adds
+            # which --model, --data and --loss were combined.
+            raw = exc.__cause__ if isinstance(exc, HesslensError) else exc
+            if model_spec is None or not isinstance(raw, (RuntimeError, TypeError, ValueError, IndexError)) \
+                    or os.environ.get("HESSLENS_TRACEBACK"):
                 raise
+            detail = str(exc) if isinstance(exc, HesslensError) else f"{type(exc).__name__}: {exc}"
             raise click.ClickException(
                 f"evaluating the {loss} loss of --model {model_spec} on --data {data_spec} failed: "
-                f"{type(exc).__name__}: {' '.join(str(exc).split())} (set HESSLENS_TRACEBACK=1 for the traceback)"
+                f"{' '.join(detail.split())} (set HESSLENS_TRACEBACK=1 for the traceback)"
             ) from exc
         timings["operator"] = time.perf_counter() - t0
 
@@ -290,7 +320,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
                                    progress=progress,
                                    on_step=bar.start)
         bar.start("write report")
-        return write_report(summary, out, started=started)
+        return write_report(summary, out, started=started, extra=extra)
     finally:
         bar.close()
 

@@ -19,3 +19,7 @@ class NonDeterministicLossError(HesslensError, RuntimeError):
 
 class MemoryBudgetError(HesslensError, MemoryError):
     """A dense request would exceed the memory budget; the message carries the estimate."""
+
+
+class EngineRefusedError(HesslensError, RuntimeError):
+    """No product engine (or not the requested one) gives products that agree with double backward."""

@@ -8,7 +8,9 @@ step changes the expected value and the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 
 import numpy as np
 import pytest
@@ -255,3 +257,45 @@ def test_models_are_seeded_and_leave_the_global_stream_alone():
     assert not any(isinstance(m, nn.Dropout) for m in mlp(4, (3,), 2).modules())
     with pytest.raises(hl.InvalidInputError):
         mlp(4, (3,), 2, dropout=1.0)
+
+
+def test_interpolation_leaves_an_eval_mode_batchnorm_net_exactly_as_found(monkeypatch):
+    """The extra SGD step of ``interpolate=True`` runs the net with BatchNorm in *train* mode. Entered
+    in eval mode, the state guard finds nothing to switch off (tracking is only disabled for layers
+    already training), so that forward pass really updates running_mean, running_var and
+    num_batches_tracked; only the guard's buffer restore puts them back. This test pins that down."""
+    x, y = _data(300, seed=9)
+    model = _bn_net(seed=5)
+    model.train()
+    F.cross_entropy(model(x[:50]), y[:50]).backward()  # non-trivial running stats and .grad
+    model.eval()
+    model[0].bias.requires_grad_(False)
+    before = _snapshot(model)
+    assert not before["training"][0] and before["state"]["1.num_batches_tracked"] == 1
+
+    sharpness(model, F.cross_entropy, (x, y), engine=ENGINE, batch_size=50, interpolate=True, lr=0.5, tol=1e-6)
+    _assert_same(before, _snapshot(model))
+    assert model[1].weight.grad is not None and model[0].bias.grad is not None  # kept, not cleared
+
+    # The same call with a guard whose buffer restore is broken: the check above must catch it.
+    sharpness_module = importlib.import_module("hesslens.analysis.sharpness")  # the name is also the function's
+    real = sharpness_module.preserved_state
+
+    @contextlib.contextmanager
+    def forgetful(net, mode="as_is"):
+        with real(net, mode) as guarded:
+            try:
+                yield guarded
+            finally:
+                changed = {k: b.detach().clone() for k, b in net.named_buffers()}
+        with torch.no_grad():  # undo the restore: the buffers as the block left them
+            for k, b in net.named_buffers():
+                b.copy_(changed[k])
+
+    monkeypatch.setattr(sharpness_module, "preserved_state", forgetful)
+    sharpness(model, F.cross_entropy, (x, y), engine=ENGINE, batch_size=50, interpolate=True, lr=0.5, tol=1e-6)
+    after = _snapshot(model)
+    assert after["state"]["1.num_batches_tracked"] == before["state"]["1.num_batches_tracked"] + 1
+    assert not torch.equal(after["state"]["1.running_mean"], before["state"]["1.running_mean"])
+    with pytest.raises(AssertionError):
+        _assert_same(before, after)

@@ -109,13 +109,31 @@ def test_random_augmentation_in_batch_loss() -> None:
         hl.HessianOperator(_model(), batch_loss=noisy, data=_batches())
 
 
-def test_shuffling_loader() -> None:
+def _shuffling_loader(batch_size: int = 4):
     g = torch.Generator().manual_seed(52)
     x, y = torch.randn(40, 3, generator=g, dtype=DT), torch.randint(0, 2, (40,), generator=g)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, shuffle=True,
-                                         generator=torch.Generator().manual_seed(53))
-    with pytest.raises(NonDeterministicLossError, match="shuffling"):
-        hl.HessianOperator(_model(), CE, loader)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    return (torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                        generator=torch.Generator().manual_seed(53)), (x, y))
+
+
+def test_shuffling_loader_accepted_where_order_does_not_matter() -> None:
+    """Eval mode, no batch-dependent layer: the mean Hessian is that of all 40 samples whatever the order."""
+    loader, whole = _shuffling_loader()
+    op = hl.HessianOperator(_model(), CE, loader, engine="double_backward")
+    assert op.data_order.startswith("shuffled")
+    reference = hl.HessianOperator(_model(), CE, whole, engine="double_backward").dense()
+    assert torch.allclose(op.dense(), reference, rtol=0, atol=1e-12)
+
+
+def test_shuffling_loader_refused_with_batch_statistics() -> None:
+    """BatchNorm in train mode: each batch's loss depends on which samples share it."""
+    loader, _ = _shuffling_loader()
+    torch.manual_seed(54)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(DT)
+    with pytest.raises(NonDeterministicLossError, match="shuffling.*BatchNorm in train mode") as err:
+        hl.HessianOperator(model, CE, loader, mode="train")
+    assert "mode='eval'" not in str(err.value)
 
 
 def test_bogus_engine() -> None:

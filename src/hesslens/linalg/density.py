@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from .. import memory
 from ..errors import InvalidInputError
-from ..operators.base import as_operator
-from .lanczos import lanczos
 from ..progress import progress_bar
-from .random import generator, rademacher
+from . import checks
+from .lanczos import lanczos, lanczos_bytes
+from .random import generator, rademacher_columns, rademacher_signs
 
 SCHEMA = "hesslens.SpectralDensity/1"
 
@@ -181,13 +181,18 @@ def spectral_density(
     seed: int = 0,
     *,
     probe_batch: int | None = None,
+    max_bytes: int | str | None = None,
     progress: bool | None = None,
 ) -> SpectralDensity:
     """SLQ estimate of the spectral density of a symmetric operator.
 
-    All probes (or groups of ``probe_batch`` probes, to bound the memory of the stored Lanczos
-    vectors, steps·n·8 bytes per probe) advance together through batched products. Returns
-    nodes and weights of shape (probes, steps); with steps > n the rows are padded.
+    Probes advance together through batched products, in groups whose Lanczos storage fits the
+    memory budget (``max_bytes``, else :func:`hesslens.memory.default_budget`): a group of p
+    probes holds p·(m + 3)·n float64 numbers, m = min(steps, n), next to the n·probes bytes of the
+    probes' signs, drawn once. ``probe_batch`` caps the group size further. Grouping changes
+    neither the probes nor the recurrences, only how many run at once; when not even one probe
+    fits, it refuses with the estimate. Returns nodes and weights of shape (probes, steps); with
+    steps > n the rows are padded.
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.tensor([-1.0, 2.0, 3.0], dtype=torch.float64))
@@ -195,22 +200,39 @@ def spectral_density(
     >>> round(sd.moment(1), 12)  # tr(A)/n exactly
     1.333333333333
     """
-    if steps < 1 or probes < 1:
-        raise InvalidInputError(f"steps and probes must be at least 1, got steps={steps}, probes={probes}")
-    a = as_operator(op)
+    steps = checks.integer("steps", steps, 1)
+    probes = checks.integer("probes", probes, 1)
+    probe_batch = checks.optional_integer("probe_batch", probe_batch, 1)
+    a = checks.operator(op)
     gen = generator(seed)
-    batch = probes if probe_batch is None else max(1, int(probe_batch))
+    batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes)
     nodes = np.zeros((probes, steps))
     weights = np.zeros((probes, steps))
     t0 = time.perf_counter()
     matvecs = 0
+    # All signs in one draw, used group by group: any grouping multiplies the same probes.
+    signs = rademacher_signs(a.n, probes, gen)
     with progress_bar(total=steps * ((probes + batch - 1) // batch), desc="SLQ", enabled=progress) as bar:
         for start in range(0, probes, batch):
             stop = min(probes, start + batch)
-            v0 = rademacher(a.n, stop - start, gen)
-            tri = lanczos(a.matmat, v0, steps, on_step=lambda: bar.update(1))
+            v0 = rademacher_columns(signs[:, start:stop])
+            tri = lanczos(a.matmat, v0, steps, on_step=lambda: bar.update(1), max_bytes=max_bytes)
             matvecs += tri.matvecs
             for r in range(stop - start):
                 nodes[start + r], weights[start + r] = _quadrature(tri.alpha[r], tri.beta[r], int(tri.lengths[r]), steps)
-    meta = {"steps": steps, "probes": probes, "seed": seed, "probe": "rademacher", "reorthogonalisation": "full"}
+    meta = {"steps": steps, "probes": probes, "seed": int(seed), "probe": "rademacher", "reorthogonalisation": "full"}
     return SpectralDensity(nodes, weights, a.n, matvecs, time.perf_counter() - t0, meta)
+
+
+def probe_batch_size(n: int, steps: int, probes: int, probe_batch: int | None = None,
+                     max_bytes: int | str | None = None) -> int:
+    """How many SLQ probes :func:`spectral_density` runs at once: as many as fit the budget (at most
+    ``probe_batch``); refuses with the estimate when not even one does."""
+    signs = memory.estimate(n, probes, itemsize=1)
+    per_probe = lanczos_bytes(n, steps, 1)
+    fit = memory.items_that_fit(per_probe, probe_batch or probes, signs, max_bytes)
+    if fit == 0:
+        m = min(steps, n)
+        memory.refuse(signs + per_probe, f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} float64 "
+                      "Lanczos basis and the probes' signs)", max_bytes, advice="lower steps")
+    return fit

@@ -15,6 +15,11 @@ unlike power iteration, which finds the largest magnitude.
 A single-vector Krylov space holds one direction of a repeated eigenvalue, so a block of b ≥ the
 multiplicity is needed to return every copy; ``block_size`` defaults to min(k, 8).
 All recurrence work is float64 whatever precision the operator's products use.
+
+Memory: the basis (n×ncv), the returned vectors (n×wanted) and a few n×b blocks, estimated by
+:func:`eigen_bytes` and checked against the budget of :mod:`hesslens.memory` before allocating.
+When the basis would fill the space (n ≤ ncv + b) the dense matrix is diagonalised instead, which
+needs 3·n² float64 numbers (the matrix, LAPACK's copy, the eigenvectors) and is checked the same way.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import memory
 from ..errors import InvalidInputError
-from ..operators.base import as_operator
+from ..operators.base import assemble_dense
 from ..progress import progress_bar
+from . import checks
 from .random import gaussian, generator
 
 WHICH = ("largest", "smallest", "both")
@@ -39,7 +46,7 @@ class EigenResult:
     """Ritz values with their vectors (columns) and residual norms ‖A y − θ y‖.
 
     Order: "largest" descending, "smallest" ascending, "both" the k smallest ascending followed by
-    the k largest descending.
+    the k largest descending. ``converged[i]`` is True exactly when ``residuals[i] ≤ tol·‖A‖_est``.
     """
 
     values: np.ndarray
@@ -78,10 +85,10 @@ def _orthonormal_block(w: torch.Tensor, basis: torch.Tensor, scale: float, gen: 
         if norm > floor:
             q[:, i], r[i, i] = x / norm, norm
             continue
-        others = torch.cat([basis, q[:, :i]], dim=1)
         z = gaussian(n, 1, gen).flatten()
-        for _ in range(2):
-            z -= others @ (others.T @ z)
+        for _ in range(2):  # against the basis and the accepted columns, without an n×(j+i) copy of both
+            z -= basis @ (basis.T @ z)
+            z -= q[:, :i] @ (q[:, :i].T @ z)
         q[:, i] = z / z.norm()
     return q, r
 
@@ -97,6 +104,12 @@ def _select(theta: np.ndarray, count: int, which: str) -> np.ndarray:
     return np.concatenate([idx[:lo], idx[::-1][: count - lo]])
 
 
+def eigen_bytes(n: int, ncv: int, block: int, wanted: int) -> int:
+    """Peak memory of the Lanczos path of :func:`eigenvalues`: the n×ncv basis, the n×wanted result
+    vectors, four n×b blocks (product in and out, projections, next block), two ncv×ncv arrays."""
+    return memory.estimate(n, ncv + wanted + 4 * block + 2) + 2 * memory.estimate(ncv, ncv)
+
+
 def eigenvalues(
     op: Any,
     k: int = 1,
@@ -108,14 +121,18 @@ def eigenvalues(
     v0: Any = None,
     block_size: int | None = None,
     ncv: int | None = None,
+    max_bytes: int | str | None = None,
     progress: bool | None = None,
 ) -> EigenResult:
     """The k algebraically largest and/or smallest eigenvalues of a symmetric operator.
 
-    Converged means ‖A y − θ y‖ ≤ tol · ‖A‖_est, with ‖A‖_est the largest |Ritz value|; the
-    eigenvalue error is then at most that residual and usually its square over the spectral gap.
-    ``v0`` (an (n,) or (n, b) array) warm-starts the first block, e.g. with the previous top
-    eigenvector when tracking training.
+    Converged means ‖A y − θ y‖ ≤ tol · ‖A‖_est, with ‖A‖_est the largest |Ritz value| and tol in
+    (0, 1); the eigenvalue error is then at most that residual and usually its square over the
+    spectral gap. ``which="both"`` needs 2k ≤ n: the k smallest and the k largest must be distinct
+    eigenpairs (with 2k > n the two ends would share some; use :func:`exact_spectrum`).
+    ``v0`` (an (n,) or (n, j) array, j ≤ the block size) warm-starts the first block, e.g. with the
+    previous top eigenvector when tracking training. Refuses above the memory budget
+    (``max_bytes``, else :func:`hesslens.memory.default_budget`) with the estimate.
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(-5.0, 45.0, dtype=torch.float64))
@@ -123,35 +140,44 @@ def eigenvalues(
     >>> r.values.round(8).tolist()  # the 2 smallest ascending, then the 2 largest descending
     [-5.0, -4.0, 44.0, 43.0]
     """
-    if which not in WHICH:
-        raise InvalidInputError(f"which must be one of {WHICH}, got {which!r}")
-    a = as_operator(op)
+    which = checks.choice("which", which, WHICH)
+    k = checks.integer("k", k, 1)
+    tol = checks.tolerance("tol", tol)
+    max_matvecs = checks.optional_integer("max_matvecs", max_matvecs, 1)
+    block_size = checks.optional_integer("block_size", block_size, 1)
+    ncv = checks.optional_integer("ncv", ncv, 1)
+    a = checks.operator(op)
     n = a.n
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if k >= n:
         raise InvalidInputError(f"k={k} must be smaller than the dimension n={n}; use exact_spectrum() for all eigenvalues")
-    if not tol > 0:
-        raise InvalidInputError(f"tol must be positive, got {tol}")
+    if which == "both" and 2 * k > n:
+        raise InvalidInputError(f"which='both' with k={k} asks for the {k} smallest and the {k} largest of n={n} "
+                                f"eigenvalues: the two ends would overlap; use k ≤ {n // 2}, or exact_spectrum()")
     wanted = 2 * k if which == "both" else k
-    b = int(block_size or min(k, 8))
-    m = int(ncv or max(20 + wanted, 2 * wanted + 2 * b))
+    b = block_size or min(k, 8)
+    m = ncv or max(20 + wanted, 2 * wanted + 2 * b)
     m = max(m, wanted + 2 * b)
-    max_matvecs = int(max_matvecs or max(50 * m, 1000))
+    max_matvecs = max_matvecs or max(50 * m, 1000)
+    start_given = None if v0 is None else checks.start_vectors("v0", v0, n, max_columns=b)
     gen = generator(seed)
     t0 = time.perf_counter()
 
     if n <= m + b:  # the basis and its next block would fill the space: the dense matrix is cheaper and exact
-        dense = a.matmat(torch.eye(n, dtype=torch.float64))
-        theta, u = np.linalg.eigh(((dense + dense.T) / 2).numpy())
+        memory.check(3 * memory.estimate(n, n), f"eigenvalues(k={k}, which={which!r}) diagonalises the dense "
+                     f"{n}×{n} matrix here (the basis would fill the space): the matrix, a working copy and "
+                     "the eigenvectors in float64", max_bytes, advice="lower k (or ncv/block_size)")
+        dense = assemble_dense(a, max_bytes=max_bytes, chunk=n)
+        theta, u = np.linalg.eigh(dense.numpy())
         pick = _order(theta, k, which)
-        return EigenResult(theta[pick], u[:, pick], np.zeros(len(pick)), np.ones(len(pick), bool), n,
-                           time.perf_counter() - t0, 0, which, tol)
+        res = np.linalg.norm(dense.numpy() @ u[:, pick] - u[:, pick] * theta[pick], axis=0)
+        done = res <= tol * max(float(np.abs(theta).max()), np.finfo(float).tiny)
+        return EigenResult(theta[pick], u[:, pick], res, done, n, time.perf_counter() - t0, 0, which, tol)
 
+    memory.check(eigen_bytes(n, m, b, wanted), f"eigenvalues(k={k}, which={which!r}) with a {n}×{m} float64 "
+                 f"Lanczos basis (ncv={m}, block {b})", max_bytes, advice="lower k, ncv or block_size")
     start = gaussian(n, b, gen)
-    if v0 is not None:
-        given = torch.as_tensor(np.asarray(v0), dtype=torch.float64).reshape(n, -1)[:, :b]
-        start[:, : given.shape[1]] = given
+    if start_given is not None:
+        start[:, : start_given.shape[1]] = start_given
     basis = torch.zeros(n, m, dtype=torch.float64)
     basis[:, :b], _ = torch.linalg.qr(start)
     proj = np.zeros((m, m))
@@ -188,7 +214,7 @@ def eigenvalues(
             # thick restart: keep the wanted Ritz vectors and more extreme ones, then the next block
             keep = _select(theta, max(wanted, min(m - 2 * b, wanted + (m - wanted) // 2)), which)
             kept = len(keep)
-            basis[:, :kept] = v @ torch.from_numpy(u[:, keep])
+            _rotate_in_place(basis, j, torch.from_numpy(u[:, keep]))
             basis[:, kept:kept + b] = nxt
             proj[:] = 0.0
             proj[:kept, :kept] = np.diag(theta[keep])
@@ -197,6 +223,14 @@ def eigenvalues(
             proj[:kept, kept:kept + b] = s.T
             j = kept + b
             restarts += 1
+
+
+def _rotate_in_place(basis: torch.Tensor, j: int, rotation: torch.Tensor, rows: int = 4096) -> None:
+    """basis[:, :kept] ← basis[:, :j] @ rotation, in row blocks: no n×kept temporary next to the basis."""
+    kept = rotation.shape[1]
+    for r in range(0, basis.shape[0], rows):
+        block = basis[r:r + rows]
+        block[:, :kept] = block[:, :j] @ rotation
 
 
 def _order(theta: np.ndarray, k: int, which: str) -> np.ndarray:

@@ -10,6 +10,9 @@ recurrence each new w is orthogonalised against all stored vectors of its own re
 drift into spurious copies. A recurrence whose β falls to round-off level has found an invariant
 subspace; it stops there and its remaining steps are left empty.
 
+Before allocating, the storage (p·(steps + 3)·n float64 numbers: the basis, w, and the product's
+input and output) is checked against the memory budget of :mod:`hesslens.memory`.
+
 Reference: Golub & Van Loan, *Matrix Computations*, §10.1; Parlett, *The Symmetric Eigenvalue
 Problem*, ch. 13.
 """
@@ -21,6 +24,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from .. import memory
+from ..errors import InvalidInputError
+from . import checks
 
 _ETA = 2 ** -0.5
 
@@ -51,20 +58,39 @@ def _project_out(stored: torch.Tensor, w: torch.Tensor) -> None:
     w.unsqueeze(1).baddbmm_(coeffs.transpose(1, 2), stored, alpha=-1.0)
 
 
+def lanczos_bytes(n: int, steps: int, p: int = 1) -> int:
+    """Peak memory of :func:`lanczos`: p·(min(steps, n) + 3)·n float64 numbers."""
+    return memory.estimate(p, min(steps, n) + 3, n)
+
+
 def lanczos(
     matmat: Callable[[torch.Tensor], torch.Tensor],
     v0: torch.Tensor,
     steps: int,
     *,
     on_step: Callable[[], None] | None = None,
+    max_bytes: int | str | None = None,
 ) -> Tridiagonals:
     """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together (float64 throughout).
 
+    ``v0`` is (n, p) (or (n,) for p = 1), finite, without zero columns; ``matmat`` maps a float64
+    (n, k) tensor to A times it. Products with NaN/Inf are refused. Above the memory budget
+    (``max_bytes``, else :func:`hesslens.memory.default_budget`) it refuses before allocating.
     Every n-long operation works in place on preallocated storage: on large models a fresh
     n-vector per operation costs more in page faults than the arithmetic itself.
     """
-    n, p = v0.shape
+    if not callable(matmat):
+        raise InvalidInputError(f"matmat must be a callable (n, k) -> (n, k), got {type(matmat).__name__}")
+    steps = checks.integer("steps", steps, 1)
+    n = int(np.shape(v0)[0]) if np.ndim(v0) >= 1 else 0
+    if n < 1:
+        raise InvalidInputError(f"v0 must have shape (n,) or (n, p) with n ≥ 1, got shape {np.shape(v0)}")
+    v0 = checks.start_vectors("v0", v0, n)
+    p = v0.shape[1]
     steps = min(steps, n)
+    memory.check(lanczos_bytes(n, steps, p), f"{p} Lanczos recurrence(s) of {steps} steps in dimension {n} "
+                 f"(a {p}×{steps}×{n} float64 basis)", max_bytes, advice="run fewer recurrences at once or fewer steps")
+    matmat = checks.guarded(matmat, n, "matmat")
     # (p, steps, n): each recurrence's vectors contiguous, so reorthogonalisation is a batched GEMV.
     # Rows are written before they are read, so the storage need not be zeroed.
     basis = torch.empty(p, steps, n, dtype=torch.float64)

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import torch
 
+from .checks import seed as checked_seed
+
 
 def generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(int(seed))
+    """A CPU generator seeded with ``seed`` (an integer; anything else is refused, naming it)."""
+    return torch.Generator(device="cpu").manual_seed(checked_seed(seed))
+
+
+def rademacher_signs(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """An (n, k) int8 matrix of independent 0/1 draws: 1/8 of the memory of the float64 probes.
+
+    :func:`rademacher_columns` turns any group of its columns into ±1 float64 probes, so probes can be
+    drawn once and used group by group with the same values as drawing them all at once.
+    """
+    return torch.randint(0, 2, (n, k), generator=gen, dtype=torch.int8)
+
+
+def rademacher_columns(signs: torch.Tensor) -> torch.Tensor:
+    """±1 float64 probes from 0/1 draws (0 → −1, 1 → +1)."""
+    return signs.to(torch.float64).mul_(2).sub_(1)
 
 
 def rademacher(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """An (n, k) float64 matrix of independent ±1 entries."""
-    return torch.randint(0, 2, (n, k), generator=gen, dtype=torch.int8).to(torch.float64).mul_(2).sub_(1)
+    return rademacher_columns(rademacher_signs(n, k, gen))
 
 
 def gaussian(n: int, k: int, gen: torch.Generator) -> torch.Tensor:

@@ -8,6 +8,10 @@ Q = orth(A S), take tr(QᵀAQ) exactly (m/3 more products), and apply Hutchinson
 probes to the deflated (I − QQᵀ)A(I − QQᵀ). The variance falls from O(‖A‖_F²/m) to O(‖A‖_*²/m²) for
 matrices with decaying spectra. The reported standard error is that of the Hutchinson part,
 conditional on the sketch (the exact part carries no sampling error given Q).
+
+Memory: the Hutch++ sketch needs 2·n·s float64 numbers at once (A S and its orthonormal factor Q,
+s = m/3); the other products run in column groups that fit the budget of :mod:`hesslens.memory`,
+with the probes drawn once (as signs, one byte per entry), so grouping changes no probe.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
-from ..operators.base import as_operator
-from .random import generator, rademacher
+from .. import memory
+from . import checks
+from .random import generator, rademacher, rademacher_columns, rademacher_signs
 
 METHODS = ("hutch++", "hutchinson")
 
@@ -36,12 +40,25 @@ class TraceResult:
     samples: np.ndarray  # the quadratic forms zᵢᵀ A zᵢ of the stochastic part
 
 
-def _quadratic_forms(matmat, z: torch.Tensor) -> torch.Tensor:
-    return (z * matmat(z)).sum(0)
+#: float64 n-vectors per probe column in flight: the probe, its deflation temporary, A z and z ∘ A z.
+_PER_COLUMN = 4
 
 
-def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 0) -> TraceResult:
+def _quadratic_forms(matmat, columns, count: int, group: int) -> torch.Tensor:
+    """zᵢᵀ A zᵢ for the ``count`` columns ``columns(start, stop)``, ``group`` columns per product."""
+    forms = []
+    for start in range(0, count, group):
+        z = columns(start, min(count, start + group))
+        forms.append((z * matmat(z)).sum(0))
+    return forms[0] if len(forms) == 1 else torch.cat(forms)
+
+
+def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 0, *,
+          max_bytes: int | str | None = None) -> TraceResult:
     """Estimate tr(A) from ``num_matvecs`` products, with a standard error.
+
+    ``max_bytes`` (else :func:`hesslens.memory.default_budget`) bounds the working memory: probe
+    products run in groups that fit, and a Hutch++ sketch that does not fit is refused with the estimate.
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
@@ -49,23 +66,34 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
     >>> round(r.estimate, 6), r.stderr < 1e-9  # Hutch++ sketches a rank-10 matrix exactly
     (55.0, True)
     """
-    if method not in METHODS:
-        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    method = checks.choice("method", method, METHODS)
     minimum = 6 if method == "hutch++" else 2
-    if num_matvecs < minimum:
-        raise InvalidInputError(f"{method} needs num_matvecs >= {minimum} for a standard error, got {num_matvecs}")
-    a = as_operator(op)
+    num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum, f" for {method} to give a standard error")
+    a = checks.operator(op)
     gen = generator(seed)
+    n = a.n
+    s = min(num_matvecs // 3, n) if method == "hutch++" else 0
+    count = num_matvecs - 2 * s
+    # Everything is checked before the first product: the sketch, then the probe groups next to Q.
+    if s:
+        memory.check(2 * memory.estimate(n, s), f"the Hutch++ sketch A·S and its orthonormal basis ({n}×{s} float64 "
+                     "each)", max_bytes, advice="lower num_matvecs or use method='hutchinson'")
+    fixed = memory.estimate(n, s) + memory.estimate(n, count, itemsize=1)
+    per_column = _PER_COLUMN * memory.estimate(n)
+    group = memory.items_that_fit(per_column, max(count, s), fixed, max_bytes)
+    if group == 0:
+        memory.refuse(fixed + per_column, f"trace with {num_matvecs} products in dimension {n} (the sketch, the "
+                      "probes' signs and one probe column)", max_bytes, advice="lower num_matvecs")
     t0 = time.perf_counter()
-    if method == "hutchinson":
-        samples = _quadratic_forms(a.matmat, rademacher(a.n, num_matvecs, gen)).numpy()
-        exact_part = 0.0
-    else:
-        s = min(num_matvecs // 3, a.n)
-        q, _ = torch.linalg.qr(a.matmat(rademacher(a.n, s, gen)))
-        exact_part = float(_quadratic_forms(a.matmat, q).sum())
-        g = rademacher(a.n, num_matvecs - 2 * s, gen)
-        g -= q @ (q.T @ g)
-        samples = _quadratic_forms(a.matmat, g).numpy()
+    if s:
+        q, _ = torch.linalg.qr(a.matmat(rademacher(n, s, gen)))
+    signs = rademacher_signs(n, count, gen)
+
+    def probes(start: int, stop: int) -> torch.Tensor:
+        g = rademacher_columns(signs[:, start:stop])
+        return g - q @ (q.T @ g) if s else g  # (I − QQᵀ) g: the deflated probes of Hutch++
+
+    exact_part = float(_quadratic_forms(a.matmat, lambda i, j: q[:, i:j], s, group).sum()) if s else 0.0
+    samples = _quadratic_forms(a.matmat, probes, count, group).numpy()
     stderr = float(samples.std(ddof=1) / np.sqrt(len(samples)))
     return TraceResult(exact_part + float(samples.mean()), stderr, num_matvecs, method, time.perf_counter() - t0, samples)

@@ -4,6 +4,8 @@ hesslens algorithms accept any symmetric operator: a :class:`~hesslens.HessianOp
 ``torch.Tensor`` or NumPy array, or a SciPy ``LinearOperator``. :func:`as_operator` wraps each in a
 :class:`SymmetricOperator` whose :meth:`matmat` maps a float64 ``(n, k)`` tensor to a float64
 ``(n, k)`` tensor, so that the recurrences can always run in float64 whatever the products run in.
+:func:`as_operator` only adapts; the algorithms check what they are given (symmetry and finiteness of
+dense inputs, finite products) in :mod:`hesslens.linalg.checks`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError, MemoryBudgetError
+from .. import memory
+from ..errors import InvalidInputError
 
-#: Default ceiling for dense assembly, in bytes (float64 n×n plus one working copy).
-DENSE_BUDGET_BYTES = 4 * 2**30
+
+def __getattr__(name: str) -> Any:
+    # DENSE_BUDGET_BYTES was a fixed 4 GiB; the ceiling is now the shared budget of hesslens.memory,
+    # read when asked so that HESSLENS_MEMORY_BUDGET set at run time is seen.
+    if name == "DENSE_BUDGET_BYTES":
+        return memory.default_budget()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -68,25 +76,35 @@ def as_operator(a: Any) -> SymmetricOperator:
 
 def dense_bytes(n: int) -> int:
     """Memory to assemble and diagonalise an n×n float64 matrix (the matrix and one working copy)."""
-    return 2 * 8 * n * n
+    return 2 * memory.estimate(n, n)
 
 
-def check_dense_budget(n: int, max_bytes: int | None) -> None:
-    budget = DENSE_BUDGET_BYTES if max_bytes is None else max_bytes
-    need = dense_bytes(n)
-    if need > budget:
-        raise MemoryBudgetError(
-            f"a dense {n}×{n} matrix needs about {need / 2**30:.2f} GiB in float64 (matrix plus one "
-            f"working copy), above the budget of {budget / 2**30:.2f} GiB; raise max_bytes= if the "
-            f"machine has the memory, or use eigenvalues()/spectral_density() instead"
-        )
+def check_dense_budget(n: int, max_bytes: int | str | None) -> None:
+    """Refuse (:class:`~hesslens.errors.MemoryBudgetError`) a dense n×n matrix above the memory budget."""
+    memory.check(dense_bytes(n), f"a dense {n}×{n} float64 matrix (plus one working copy)", max_bytes,
+                 advice="use eigenvalues() or spectral_density(), which need only a few n-vectors")
 
 
-def assemble_dense(op: Any, *, max_bytes: int | None = None, chunk: int = 256) -> torch.Tensor:
+def _symmetrise_in_place(a: torch.Tensor, tile: int) -> None:
+    """a ← (a + aᵀ)/2 tile by tile: the same numbers as ``(a + a.T) / 2`` without a second n×n matrix."""
+    n = a.shape[0]
+    for i in range(0, n, tile):
+        for j in range(i, n, tile):
+            upper, lower = a[i:i + tile, j:j + tile], a[j:j + tile, i:i + tile]
+            s = (upper + lower.T) / 2
+            upper.copy_(s)
+            lower.copy_(s.T)
+
+
+def assemble_dense(op: Any, *, max_bytes: int | str | None = None, chunk: int = 256) -> torch.Tensor:
     """Assemble the dense float64 matrix of a symmetric operator from batched products with I.
 
-    The result is symmetrised, (A + Aᵀ)/2, which removes round-off asymmetry and nothing else.
+    The result is symmetrised, (A + Aᵀ)/2, which removes round-off asymmetry and nothing else. The
+    budget (``max_bytes``, else :func:`hesslens.memory.default_budget`) must hold the matrix and one
+    working copy, 16·n² bytes, which is what diagonalising it takes; it is checked before any product.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
     sym = as_operator(op)
     check_dense_budget(sym.n, max_bytes)
     out = torch.empty(sym.n, sym.n, dtype=torch.float64)
@@ -95,4 +113,5 @@ def assemble_dense(op: Any, *, max_bytes: int | None = None, chunk: int = 256) -
         eye = torch.zeros(sym.n, stop - start, dtype=torch.float64)
         eye[torch.arange(start, stop), torch.arange(stop - start)] = 1.0
         out[:, start:stop] = sym.matmat(eye)
-    return (out + out.T) / 2
+    _symmetrise_in_place(out, chunk)
+    return out

@@ -1,6 +1,8 @@
 """The Hessian of a model's loss as a linear operator.
 
-    H = ∇²_θ L(θ),   L(θ) = Σ_b w_b · ℓ(model_θ(x_b), y_b),   w_b = n_b / N  (mean reduction)
+    H = ∇²_θ L(θ),   L(θ) = Σ_b w_b · ℓ(model_θ(x_b), y_b),
+    w_b = n_b / N for a mean-reduced loss (H of the mean over all N samples),
+    w_b = 1       for a sum-reduced loss  (H of the sum over all N samples).
 
 θ is the flattened vector of the selected parameters (in ``model.named_parameters()`` order);
 everything else (other parameters, buffers) is held fixed. Products ``H @ V`` are batched over the
@@ -9,126 +11,73 @@ columns of V and computed by an engine of :mod:`hesslens.operators.engines`.
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import os
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_leaves
 
+from .. import memory
 from ..errors import InvalidInputError, NonDeterministicLossError
 from .base import assemble_dense
-from .data import AnalysisData, as_analysis_data, first_non_finite_leaf
-from .engines import ENGINES, choose_engine, profile_gradient
+from .choice import agreement_tolerance, choose_engine, profile_gradient, verified_engine
+from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data, first_non_finite_leaf
+from .engines import ENGINES
+from .loss import LossModule, declared_reduction, explain_failure, probe_reduction
+from .params import ParamSelection, select_parameters
 from .state import check_mode, preserved_state
 
-ParamSelection = Iterable[str | nn.Module | torch.Tensor] | str | nn.Module | None
-
-
-def _memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
-
-
-def select_parameters(model: nn.Module, params: ParamSelection) -> list[str]:
-    """Names of the selected parameters, in ``model.named_parameters()`` order.
-
-    ``params`` is None (all parameters with ``requires_grad``), or one or several of: a name or
-    glob pattern (``"0.*"``, ``"*.bias"``), a sub-module, a parameter tensor.
-    """
-    named = list(model.named_parameters())
-    if params is None:
-        names = [n for n, p in named if p.requires_grad]
-        if not names:
-            raise InvalidInputError("the model has no trainable parameters (none has requires_grad=True)")
-        return names
-    items = [params] if isinstance(params, (str, nn.Module, torch.Tensor)) else list(params)
-    if not items:
-        raise InvalidInputError("params is empty: it selects no parameter (pass None for all trainable ones)")
-    chosen: set[str] = set()
-    for item in items:
-        if isinstance(item, str):
-            hits = {n for n, _ in named if fnmatch.fnmatchcase(n, item)}
-        elif isinstance(item, nn.Module):
-            ids = {id(p) for p in item.parameters()}
-            hits = {n for n, p in named if id(p) in ids}
-        elif isinstance(item, torch.Tensor):
-            hits = {n for n, p in named if p is item}
-        else:
-            raise InvalidInputError(f"params entries must be names, patterns, modules or tensors, got {type(item).__name__}")
-        if not hits:
-            raise InvalidInputError(f"params entry {item if isinstance(item, str) else type(item).__name__!r} matches no parameter of the model")
-        chosen |= hits
-    return [n for n, _ in named if n in chosen]
-
-
-def _outputs_tensor(outputs: Any) -> Any:
-    # Hugging Face style outputs carry the predictions in .logits.
-    if not isinstance(outputs, torch.Tensor) and hasattr(outputs, "logits"):
-        return outputs.logits
-    return outputs
-
-
-class _LossModule(nn.Module):
-    """Wraps model and loss so that ``functional_call`` can substitute parameters in either form."""
-
-    def __init__(self, model: nn.Module, loss_fn: Callable | None, batch_loss: Callable | None):
-        super().__init__()
-        self.model = model
-        self._loss_fn, self._batch_loss = loss_fn, batch_loss
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        # PyTorch's fused attention kernels (flash, memory-efficient) have neither a forward-mode
-        # derivative nor a double-backward formula; the reference "math" kernel computes the same
-        # function with differentiable operations. The choice is restored on exit.
-        with sdpa_kernel(SDPBackend.MATH):
-            return self._evaluate(batch)
-
-    def _evaluate(self, batch: Any) -> torch.Tensor:
-        if self._batch_loss is not None:
-            return self._batch_loss(self.model, batch)
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise InvalidInputError(
-                f"with loss_fn, every batch must be an (inputs, targets) pair, got {type(batch).__name__}; "
-                "pass batch_loss=fn(model, batch) for other batch structures"
-            )
-        inputs, targets = batch
-        return self._loss_fn(_outputs_tensor(self.model(inputs)), targets)
-
-
 class HessianOperator:
-    """Hessian of the mean training loss of ``model`` over ``data``, as a symmetric linear operator.
+    """Hessian of the training loss of ``model`` over ``data``, as a symmetric linear operator.
+
+    H is the Hessian of the loss over *all* samples of ``data``: of their mean for a mean-reduced
+    loss (batches weighted n_b/N), of their sum for a sum-reduced one (batches weighted 1).
 
     Parameters
     ----------
     model : the network; left exactly as found after every call.
-    loss_fn : criterion ``(outputs, targets) -> scalar`` such as ``nn.CrossEntropyLoss()``. With
-        ``reduction="sum"`` batches add up unweighted; otherwise they are weighted by n_b/N.
-    data : one ``(inputs, targets)`` batch, an iterable of batches, or a DataLoader.
+    loss_fn : criterion ``(outputs, targets) -> scalar`` such as ``nn.CrossEntropyLoss()``.
+    data : one ``(inputs, targets)`` batch (inputs may be a tuple of tensors), an iterable of
+        batches, or a DataLoader. A shuffling loader is accepted where the loss over a whole pass
+        does not depend on the order (checked: eval mode, no batch-dependent layers).
     params : which parameters θ spans: None for all trainable ones, or names, glob patterns,
         modules or parameter tensors.
     mode : ``"eval"`` (default), ``"train"`` (BatchNorm with batch statistics, running statistics
         untouched) or ``"as_is"``.
     batch_loss : ``fn(model, batch) -> scalar`` instead of ``loss_fn`` for custom losses, dict batches,
-        outputs with ``.logits``; treated as a mean over the batch's samples.
-    engine : ``"auto"`` (time the cached engines on the first batch, keep the fastest),
-        ``"linearize"``, ``"double_backward"`` or ``"streaming"``, optionally suffixed ``"+vmap"``
-        (columns batched by ``vmap``, the default) or ``"+loop"`` (one column at a time); the
-        :attr:`engine` of an earlier operator can be passed to skip the timing.
+        outputs with ``.logits``.
+    reduction : ``"mean"`` or ``"sum"``: how the loss reduces over a batch's samples. Read from
+        ``loss_fn.reduction`` where it has one; otherwise (a plain function, a partial,
+        ``batch_loss``) probed once on the first batch (its loss against the loss of the batch with
+        every sample twice), and an error asks for it where the probe cannot tell.
+    batch_dim : where the samples are in each batch tensor, as ``vmap``'s ``in_dims``: an int for
+        every tensor (default 0) or a prefix of the batch's structure, e.g. ``(1, 1)`` for a
+        ``batch_first=False`` sequence model; None marks an unbatched tensor.
+    batch_size : ``fn(batch) -> int``, the number of samples, for structures ``batch_dim`` cannot
+        describe (the reduction must then be readable or declared when there are several batches).
+    engine : ``"auto"`` (verify the cached engines against double backward on the first batch,
+        keep the fastest verified one), ``"linearize"``, ``"double_backward"`` or ``"streaming"``,
+        optionally suffixed ``"+vmap"`` (columns batched by ``vmap``, the default) or ``"+loop"``
+        (one column at a time); the :attr:`engine` of an earlier operator can be passed to skip the
+        timing. A requested engine is verified the same way and refused
+        (:class:`~hesslens.errors.EngineRefusedError`) where its products disagree.
     max_columns : most columns per batched product (bounds memory); None chooses from the
         measured activation memory.
-    cache_budget : bytes the cached engines may hold; default a quarter of physical memory.
+    cache_budget : bytes the cached engines may hold; default the memory budget of
+        :mod:`hesslens.memory` (``$HESSLENS_MEMORY_BUDGET``, else a quarter of physical memory).
     check_determinism : evaluate the first batch twice and refuse a stochastic loss.
+
+    Attributes
+    ----------
+    engine_report : :class:`~hesslens.operators.choice.EngineReport`, every engine considered, its
+        check against double backward, its timing and why it was chosen or refused.
+    reduction : ``"mean"`` or ``"sum"`` (``"as_given"`` for one batch whose reduction could not be
+        probed: its weight is 1 either way); ``reduction_source`` says how it was known.
     expected_matvecs : how many product columns the caller expects to need; ``"auto"`` weighs each
         engine's set-up time against that many products (a linearisation is slow to build and fast to
         replay, so it pays off for a spectral density, not for one λ_max).
@@ -152,6 +101,9 @@ class HessianOperator:
         params: ParamSelection = None,
         mode: str = "eval",
         batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+        reduction: str | None = None,
+        batch_dim: BatchDim = 0,
+        batch_size: BatchSize | None = None,
         engine: str = "auto",
         max_columns: int | None = None,
         cache_budget: int | None = None,
@@ -167,8 +119,10 @@ class HessianOperator:
             raise InvalidInputError(f"engine must be 'auto' or one of {sorted(ENGINES)}, optionally with '+vmap' "
                                     f"or '+loop' (e.g. 'linearize+loop'), got {engine!r}")
         self.model, self.mode = model, check_mode(mode)
-        self.reduction = "mean" if batch_loss is not None else getattr(loss_fn, "reduction", "mean")
-        self.data: AnalysisData = as_analysis_data(data)
+        self.data_order = "fixed"
+        self.data: AnalysisData = as_analysis_data(data, batch_dim, batch_size)
+        self.reduction = declared_reduction(loss_fn, reduction)
+        self.reduction_source = "declared" if reduction is not None else ("loss_fn.reduction" if self.reduction else "")
         self.param_names = select_parameters(model, params)
         named = dict(model.named_parameters())
         self.param_shapes = [tuple(named[n].shape) for n in self.param_names]
@@ -180,7 +134,7 @@ class HessianOperator:
         )
         first = named[self.param_names[0]]
         self.dtype, self.device = first.dtype, first.device
-        self._wrapper = _LossModule(model, loss_fn, batch_loss)
+        self._wrapper = LossModule(model, loss_fn, batch_loss)
         # A snapshot of every tensor the loss reads: a later in-place update of the model (an optimiser
         # step, BatchNorm statistics) neither leaks into products nor invalidates a kept graph.
         self._primal = tuple(named[n].detach().clone() for n in self.param_names)
@@ -188,34 +142,43 @@ class HessianOperator:
                        [*model.named_parameters(), *model.named_buffers()] if n not in self.blocks}
         self.matvecs = 0
         self.product_seconds = 0.0
+        tolerance = agreement_tolerance(self.dtype)
         with preserved_state(model, self.mode):
             losses, first_batch = self._check_losses()
             if check_determinism:
-                self._check_determinism(losses[0], first_batch)
+                self._check_determinism(losses, first_batch, tolerance)
+            if self.reduction is None:
+                self._probe_reduction(tolerance)
+            weights = self.data.weights(self.reduction)
             batches = list(self.data)
-            profile = profile_gradient(self._loss, self._primal, batches[0])
+            profile = self._profile(batches[0])
             per_batch = profile.saved_bytes
-            budget = cache_budget if cache_budget is not None else _memory_bytes() // 4
+            budget = memory.budget(cache_budget)
             # A linearised or kept double-backward graph holds about three times what one gradient saves.
             cache_fits = 3 * per_batch * len(batches) <= budget
             self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
             t0 = time.perf_counter()
             if engine == "auto":
-                choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data,
-                                       self.data.weights(self.reduction), cache_fits=cache_fits,
-                                       linearize_blocker=profile.linearize_blocker(),
+                choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
+                                       cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
                                        expected_matvecs=expected_matvecs)
-                self._engine, self.engine_reason, self.engine_timings = choice.engine, choice.reason, choice.timings
             else:
-                if engine_name == "linearize" and profile.linearize_blocker():
-                    raise InvalidInputError(f"engine='linearize' is unavailable for this model: {profile.linearize_blocker()}")
-                source = self.data if engine_name == "streaming" else batches
-                extra = {"forward_mode": profile.linearize_blocker() is None} if engine_name == "streaming" else {}
-                self._engine = ENGINES[engine_name](self._loss, self._primal, source, self.data.weights(self.reduction),
-                                                    use_vmap=columns != "loop", **extra)
-                self.engine_reason, self.engine_timings = "requested", {}
+                choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
+                                         source=self.data if engine_name == "streaming" else batches,
+                                         linearize_blocker=profile.linearize_blocker())
+            self._engine, self.engine_report = choice.engine, choice.report
             self.setup_seconds = time.perf_counter() - t0
-        self.loss_value = float(sum(w * l for w, l in zip(self.data.weights(self.reduction), losses)))
+        self.loss_value = float(sum(w * l for w, l in zip(weights, losses)))
+
+    @property
+    def engine_reason(self) -> str:
+        """Why the engine was chosen (and which candidates were refused)."""
+        return self.engine_report.reason
+
+    @property
+    def engine_timings(self) -> dict[str, float]:
+        """Seconds per product column of each verified candidate, and ``build:*`` set-up times."""
+        return self.engine_report.timings
 
     # -- loss evaluation -------------------------------------------------------------------------
     def _loss(self, params: Sequence[torch.Tensor], batch: Any) -> torch.Tensor:
@@ -229,7 +192,10 @@ class HessianOperator:
                 bad = first_non_finite_leaf(batch)
                 if bad:
                     raise InvalidInputError(f"batch {i} of {len(self.data)}: {bad}")
-                value = self._loss(self._primal, batch)
+                try:
+                    value = self._loss(self._primal, batch)
+                except (RuntimeError, TypeError) as err:
+                    raise explain_failure(err, batch, self.dtype, i) from err
                 if not isinstance(value, torch.Tensor) or value.numel() != 1:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                     raise InvalidInputError(f"the loss must be a scalar, got {shape} on batch {i}; reduce it with mean or sum")
@@ -240,23 +206,63 @@ class HessianOperator:
                 first = batch if first is None else first
         return losses, first
 
-    def _check_determinism(self, first_loss: float, first_batch: Any) -> None:
+    def _probe_reduction(self, tolerance: float) -> None:
+        probed = probe_reduction(lambda b: self._loss(self._primal, b), self.data, tolerance)
+        if probed is not None:
+            self.reduction, self.reduction_source = probed, "probed (loss of a batch against the batch doubled)"
+        elif len(self.data) == 1:
+            self.reduction, self.reduction_source = "as_given", "one batch (its weight is 1 for any reduction)"
+        else:
+            raise InvalidInputError(
+                "cannot read the loss's reduction (a plain function or batch_loss) and could not probe it "
+                f"({'batch_size= hides how to double a batch' if self.data.batch_size else 'the loss is zero on every batch'}); "
+                "pass reduction='mean' (H of the mean over all samples) or reduction='sum' (H of the sum)")
+
+    def _profile(self, batch: Any):
+        profile = profile_gradient(self._loss, self._primal, batch)
+        if not profile.depends:
+            shown = ", ".join(self.param_names[:4]) + (", …" if len(self.param_names) > 4 else "")
+            raise InvalidInputError(f"the loss does not depend on any selected parameter ({shown}); "
+                                    "check params= (these may be unused by the forward pass)")
+        return profile
+
+    def _check_determinism(self, losses: list[float], first_batch: Any, tolerance: float) -> None:
         batch = next(iter(self.data))
         with torch.no_grad():
             again = float(self._loss(self._primal, batch))
-        if math.isclose(again, first_loss, rel_tol=1e-6, abs_tol=1e-9):
+        # Two evaluations of the same batch are bitwise equal on a deterministic model; 1e-6 absorbs
+        # nondeterministic reductions of some kernels, far below what dropout or augmentation change.
+        if math.isclose(again, losses[0], rel_tol=1e-6, abs_tol=1e-9):
             return
         same_inputs = all(
             a is b or (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b))
             for a, b in zip(tree_leaves(first_batch), tree_leaves(batch))
         )
-        cause = ("the model is stochastic (dropout active, e.g. mode='train'?)" if same_inputs else
-                 "the data yields a different first batch on each pass (shuffling loader or random augmentation?)")
+        if not same_inputs and self._order_independent(losses, tolerance):
+            self.data_order = "shuffled; the loss over a pass does not depend on it (checked)"
+            return
+        if same_inputs:
+            cause = {"train": "the model is stochastic in train mode (dropout?); use mode='eval'",
+                     "eval": "the model is stochastic even in eval mode (a layer samples at every call)",
+                     "as_is": "the model is stochastic as it is (dropout active?); use mode='eval'"}[self.mode]
+        else:
+            cause = ("the data yields different batches on each pass (shuffling loader or random augmentation) and the "
+                     "loss over a whole pass changes with them"
+                     + (" (batch-dependent layers such as BatchNorm in train mode)" if self.mode != "eval" else ""))
         raise NonDeterministicLossError(
-            f"the loss on batch 0 changed between two evaluations ({first_loss!r} then {again!r}): {cause}. "
-            "The Hessian would differ from product to product; use mode='eval', a fixed subset and a "
-            "loader without shuffling, or pass check_determinism=False if this is intended"
+            f"the loss on batch 0 changed between two evaluations ({losses[0]!r} then {again!r}): {cause}. "
+            "The Hessian would differ from product to product; use a fixed subset or a loader without shuffling, "
+            "or pass check_determinism=False if this is intended"
         )
+
+    def _order_independent(self, losses: list[float], tolerance: float) -> bool:
+        """Whether a second pass over the data gives the same total loss as the first."""
+        weights = self.data.weights(self.reduction if self.reduction in ("mean", "sum") else "mean")
+        with torch.no_grad():
+            again = [float(self._loss(self._primal, b)) for b in self.data]
+        first = sum(w * l for w, l in zip(weights, losses))
+        second = sum(w * l for w, l in zip(weights, again))
+        return len(again) == len(losses) and math.isclose(first, second, rel_tol=tolerance, abs_tol=1e-12)
 
     # -- products --------------------------------------------------------------------------------
     @property

@@ -10,7 +10,8 @@
 timing each step, and returns a :class:`~hesslens.report.summary.Summary`. It only multiplies by
 the operator, so the model behind a ``HessianOperator`` is left exactly as it was (the operator
 restores parameters, buffers, modes and RNG around every product). :func:`write_report` turns a
-summary into the report folder: ``summary.json``, ``density.png`` and ``report.html``.
+summary into the report folder: ``summary.json``, ``density.png`` and ``report.html``, written whole
+or not at all (:mod:`.output`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from ..errors import InvalidInputError
 from ..linalg import eigenvalues, spectral_density, trace
 from .figures import save_density_png
 from .html import write_html
+from ..outputs import OutputError, check_folder, staged_folder
 from .summary import Summary
 
 #: The analysis steps, in order, for progress displays.
@@ -137,6 +139,11 @@ def analyze_operator(
     )
 
 
+#: What a report folder may hold: everything :func:`write_report` writes (``model.pt`` is the trained
+#: default model that ``hesslens analyze`` saves with its report).
+REPORT_FILES = ("summary.json", "density.png", "report.html", "model.pt")
+
+
 @dataclass(frozen=True)
 class ReportFiles:
     """Where :func:`write_report` put things, and the summary as written."""
@@ -148,26 +155,42 @@ class ReportFiles:
     summary: Summary
 
 
-def write_report(summary: Summary, folder: str | Path, *, started: float | None = None) -> ReportFiles:
-    """Write ``summary.json``, ``density.png`` and ``report.html`` into ``folder`` (created if needed).
+def check_report_folder(folder: str | Path) -> Path:
+    """Refuse ``folder`` now if :func:`write_report` could not later replace it safely: a symbolic link
+    (or one inside it), files that are not a report's, or no write permission. Creates nothing."""
+    return check_folder(folder, whole=True, owned=REPORT_FILES, what="report folder")
 
-    ``started`` is a ``time.perf_counter()`` reading taken when the whole job began; the summary's
-    ``timings.total`` is the wall time from then to the end of the figures (the sum of the steps
-    without it).
+
+def write_report(summary: Summary, folder: str | Path, *, started: float | None = None,
+                 extra: Mapping[str, Callable[[Path], Any]] | None = None) -> ReportFiles:
+    """Write ``summary.json``, ``density.png`` and ``report.html`` as the folder ``folder``, all at once.
+
+    The files are written into a staging folder beside ``folder`` that then replaces it (see
+    :mod:`hesslens.outputs`): an error or Ctrl-C while writing leaves the previous report whole,
+    and nothing is written through a symbolic link. ``extra`` maps more file names of the report
+    (from :data:`REPORT_FILES`) to functions writing them to a given path. ``started`` is a
+    ``time.perf_counter()`` reading taken when the whole job began; the summary's ``timings.total`` is
+    the wall time from then to the end of the figures (the sum of the steps without it).
     """
     out = Path(folder)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"report folder {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(extra or {}) - set(REPORT_FILES))
+    if unknown:
+        raise InvalidInputError(f"write_report: extra files must be among {', '.join(REPORT_FILES)}, got {unknown}")
     t0 = time.perf_counter()
-    png = save_density_png(summary.spectral_density, out / "density.png",
-                           lambda_min=summary.lambda_min["value"], lambda_max=summary.lambda_max["value"],
-                           title=None)
-    times = {**summary.timings, "report": time.perf_counter() - t0}
-    times.pop("total", None)
-    times["total"] = (time.perf_counter() - started) if started is not None else sum(times.values())
-    summary = dataclasses.replace(summary, timings=times)
-    js = out / "summary.json"
-    summary.to_json(js)
-    page = write_html(summary, out / "report.html", png_path=png)
-    return ReportFiles(out, js, png, page, summary)
+    try:
+        with staged_folder(out, whole=True, owned=REPORT_FILES, what="report folder") as stage:
+            for name, write in (extra or {}).items():
+                write(stage / name)
+            png = save_density_png(summary.spectral_density, stage / "density.png",
+                                   lambda_min=summary.lambda_min["value"], lambda_max=summary.lambda_max["value"],
+                                   title=None)
+            times = {**summary.timings, "report": time.perf_counter() - t0}
+            times.pop("total", None)
+            times["total"] = (time.perf_counter() - started) if started is not None else sum(times.values())
+            summary = dataclasses.replace(summary, timings=times)
+            summary.to_json(stage / "summary.json")
+            write_html(summary, stage / "report.html", png_path=png)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: one line, nothing half-written
+        raise OutputError(f"writing the report folder {str(out)!r} failed ({exc}); the previous report, if any, "
+                          "is unchanged") from exc
+    return ReportFiles(out, out / "summary.json", out / "density.png", out / "report.html", summary)

@@ -13,12 +13,13 @@ from .declaration import (FINISHED, STATUSES, Diverged, ReportContent, RunContex
 from .executors import EXECUTORS
 from .export import results_frame, series_frame
 from .registry import get, names, register, unregister
-from .runner import ReportFiles, StudyStatus, StudySummary, default_out, render_report, run_study, status
-from .store import Store
+from .reporting import ReportFiles, render_report
+from .runner import StudyStatus, StudySummary, default_out, run_study, status
+from .store import Store, StoreError
 
 __all__ = [
-    "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportContent", "ReportFiles", "RunContext", "Store", "Study", "StudyStatus",
-    "StudySummary", "canonical_json", "config_dict", "default_out", "expand_grid", "get", "load_presets",
+    "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportContent", "ReportFiles", "RunContext", "Store",
+    "StoreError", "Study", "StudyStatus", "StudySummary", "canonical_json", "config_dict", "default_out", "expand_grid", "get", "load_presets",
     "make_config", "names", "param", "register", "render_report", "results_frame", "run_key", "run_study",
     "series_frame", "status", "unregister",
 ]

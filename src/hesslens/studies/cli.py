@@ -8,12 +8,14 @@
 
 NAME is a registered study or ``module:attribute`` of a Study declared in your own code. Running the
 same command again resumes: finished runs are skipped, interrupted and failed ones run again.
-Exit status: 0 when every run of the preset has finished (done or diverged), 1 when some failed
-(rerun to retry them), 2 for a usage or validation error (nothing was run).
+Exit status: 0 only when every run of the preset has finished (done or diverged); 1 when some failed
+or are still unfinished (being run by another live process), with a summary saying which; 2 for a usage
+or validation error, an unusable output folder or a damaged database (nothing was run).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import click
@@ -59,7 +61,8 @@ def study(name: str | None, preset: str, grid_file: Path | None, out: Path | Non
     hesslens study demo --report         studies/demo/report.md and report.html
     """
     from . import registry
-    from .runner import render_report, run_study, status
+    from .reporting import render_report
+    from .runner import _paths, run_study, status
 
     if name is None:
         if show_status or make_report:
@@ -87,6 +90,10 @@ def study(name: str | None, preset: str, grid_file: Path | None, out: Path | Non
                             progress=progress, parquet=parquet, db=db, grid_file=grid_file)
     except HesslensError as exc:
         raise StudyFailure(exc) from exc
+    except sqlite3.Error as exc:  # the database went bad mid-run (disk full, damaged by another program)
+        db_path = _paths(the_study, out, db)[1]
+        raise StudyFailure(RuntimeError(f"study database {str(db_path)!r}: {exc}; finished runs are kept, "
+                                        "rerun the same command to resume")) from exc
     click.echo(str(summary))
-    if summary.failures:
+    if not summary.ok:
         raise click.exceptions.Exit(1)

@@ -11,6 +11,8 @@ they travel back from pool workers and Ray tasks, and the driver writes them to 
   with torch, which ``fork`` is not once threads exist). At most ``workers`` runs are in flight, so
   ``running`` in the database means running. A worker that dies (``os._exit``, a segfault, the OOM
   killer) breaks the pool: the runs in flight are recorded ``failed`` and a fresh pool carries on.
+  Workers die with the runner (:func:`~hesslens.studies.processes.die_with_parent`), even when it is
+  killed with SIGKILL, instead of computing on, orphaned, with a model each in memory.
 * ``ray``: remote tasks (1 CPU each) run the same function; results are collected with
   ``ray.wait`` as they complete. By default a local Ray instance is started (``num_cpus=workers`` or
   2, no dashboard) whose workers see the driver's ``sys.path``; ``address`` joins an existing
@@ -38,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import HesslensError, InvalidInputError
 from .declaration import Diverged, RunContext
+from .processes import die_with_parent
 
 EXECUTORS = ("inline", "pool", "ray")
 Scalar = (bool, int, float, str, type(None))
@@ -201,6 +204,11 @@ def _single_thread() -> None:
         pass
 
 
+def _pool_worker_init(parent: int) -> None:
+    die_with_parent(parent)
+    _single_thread()
+
+
 Claim = Callable[[Pending], "Task | None"]
 
 
@@ -223,7 +231,7 @@ class PoolExecutor:
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_single_thread)
+                                   initializer=_pool_worker_init, initargs=(os.getpid(),))
 
     def execute(self, job: Job, pending: Iterable[Pending], claim: Claim) -> Iterator[Outcome]:
         todo = iter(pending)

@@ -3,16 +3,16 @@
 One row per *finished* run (``done`` or ``diverged``): ``run_key``, the configuration's fields, the
 record's entries, then ``status``, ``attempts``, ``seconds`` and ``finished`` (UTC, ISO 8601). A record
 entry whose name clashes with a configuration field or one of those columns is renamed
-``record_<name>``. Sequence-valued configuration fields are written as JSON text. Files are replaced
-atomically (written to a temporary file in the same folder, then :func:`os.replace`), so a reader —
-or a runner killed mid-write — never sees half a table.
+``record_<name>``. Sequence-valued configuration fields are written as JSON text. The files are
+written into a staging folder and renamed into place together
+(:func:`hesslens.outputs.staged_folder`), so a reader — or a runner killed mid-write — never
+sees half a table, and a symbolic link in their place is refused rather than written through.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,10 +20,13 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from ..errors import HesslensError
+from ..outputs import staged_folder
 from .declaration import FINISHED
 from .store import Store
 
 META_COLUMNS = ("status", "attempts", "seconds", "finished")
+#: The files :func:`export` replaces in a study's folder.
+EXPORTS = ("results.csv", "results.parquet", "series.parquet")
 
 
 def _cell(value: Any) -> Any:
@@ -68,38 +71,24 @@ def series_frame(store: Store, study: str, keys: Iterable[str] | None = None) ->
     return df
 
 
-def _atomic(path: Path, write: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic(Path(path), lambda p: df.to_csv(p, index=False))
-
-
 def require_parquet() -> None:
     if importlib.util.find_spec("pyarrow") is None:
         raise HesslensError("Parquet export needs pyarrow: pip install pyarrow (or pip install 'hesslens[parquet]'); "
                             "results.csv is written regardless")
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    require_parquet()
-    return _atomic(Path(path), lambda p: df.to_parquet(p, index=False, engine="pyarrow"))
-
-
 def export(store: Store, study: str, out: Path, *, parquet: bool = False) -> dict[str, Path]:
     """Write ``results.csv`` (and ``results.parquet`` + ``series.parquet`` if asked) under ``out``."""
     out = Path(out)
-    df = results_frame(store.runs(study))
-    files = {"csv": write_csv(df, out / "results.csv")}
     if parquet:
-        files["parquet"] = write_parquet(df, out / "results.parquet")
-        files["series_parquet"] = write_parquet(series_frame(store, study), out / "series.parquet")
+        require_parquet()
+    df = results_frame(store.runs(study))
+    with staged_folder(out, whole=False, what="study folder") as stage:
+        df.to_csv(stage / "results.csv", index=False)
+        if parquet:
+            df.to_parquet(stage / "results.parquet", index=False, engine="pyarrow")
+            series_frame(store, study).to_parquet(stage / "series.parquet", index=False, engine="pyarrow")
+    files = {"csv": out / "results.csv"}
+    if parquet:
+        files.update(parquet=out / "results.parquet", series_parquet=out / "series.parquet")
     return files

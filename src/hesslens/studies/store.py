@@ -3,7 +3,7 @@
 Tables::
 
     runs(study, run_key, config JSON, status, record JSON, error, created_at, started_at, finished_at,
-         seconds, attempts, host, pid, worker)          primary key (study, run_key)
+         seconds, attempts, host, pid, worker, pid_start)   primary key (study, run_key)
     series(study, run_key, step, key, value)           primary key (study, run_key, key, step)
     presets(study, preset, run_key)                    which preset asked for which run
     meta(key, value)                                   schema version
@@ -17,7 +17,15 @@ it; the next invocation redoes exactly the unfinished ones.
 
 A ``running`` row is *stale* (claimable again) unless it belongs to another live process on this host:
 that lets two runners share a database without running the same configuration twice, and lets a
-runner killed with SIGKILL be resumed (its pid is gone). Timestamps are Unix seconds.
+runner killed with SIGKILL be resumed. The claimer is identified by its PID *and* its start time
+(``pid_start``, see :mod:`.processes`), so a PID that the kernel has since given to an unrelated
+process does not pass for the runner that claimed the row. Timestamps are Unix seconds.
+
+Integrity: a new database is built under a temporary name and linked into place complete, so a
+hesslens process never leaves an empty or half-initialised file. Opening refuses, with a
+:class:`StoreError` naming the file and what to do, a file that is empty (0 bytes), not SQLite, damaged
+(``PRAGMA quick_check``), or a SQLite database of something else — before anything is written, so
+``results.csv`` and the file itself stay as they are.
 
 Note that SQLite stores a float NaN as NULL; a NaN in a series comes back as a missing value.
 """
@@ -34,8 +42,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..errors import InvalidInputError
+from ..errors import HesslensError, InvalidInputError
 from .declaration import FINISHED, STATUSES
+from .processes import identity
 
 SCHEMA_VERSION = "1"
 
@@ -56,6 +65,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host        TEXT,
     pid         INTEGER,
     worker      TEXT,
+    pid_start   TEXT,
     PRIMARY KEY (study, run_key)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (study, status);
@@ -76,16 +86,57 @@ CREATE TABLE IF NOT EXISTS presets (
 """
 
 
-def _pid_alive(pid: int) -> bool:
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_AFRESH = "delete it (or move it away) to start the study afresh, which runs every configuration again"
+
+
+class StoreError(HesslensError):
+    """A study database that cannot be used as it is; the message names the file and what to do."""
+
+
+def _refuse(path: Path, problem: str, remedy: str = _AFRESH) -> StoreError:
+    return StoreError(f"study database {str(path)!r} {problem}. Nothing was run and no file was changed "
+                      f"(results.csv included): restore it from a backup, or {remedy}")
+
+
+def _create(path: Path) -> None:
+    """Build an empty study database under a temporary name, then link it into place whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # the last connection checkpoints the WAL into the file
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a database another runner created meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read study database {str(path)!r}: {exc.strerror or exc}") from None
+    if not head:
+        raise _refuse(path, "is empty (0 bytes): it holds no runs, so it is not a database hesslens wrote (a "
+                            "truncated copy, a full disk, or a file created by hand)")
+    if head != _SQLITE_HEADER:
+        raise _refuse(path, f"is not a SQLite database (it starts with {head[:16]!r})")
 
 
 class Store:
@@ -97,10 +148,45 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            try:
+                _create(self.path)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot create study database {str(self.path)!r}: {exc}; choose another --db "
+                                 "or --out, or make its folder writable") from None
+        _check_header(self.path)
         # isolation_level=None: no implicit transactions; every write below opens its own explicitly.
         self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise _refuse(self.path, f"is damaged (sqlite3: {exc})") from None
+        except BaseException:
+            self._conn.close()
+            raise
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.pid_start = identity(self.pid) or None
+
+    def _open(self) -> None:
+        """Check the file is a sound study database of this version, then bring its schema up to date."""
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 60000")
+        damage = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
+        if damage != ["ok"]:
+            found = "; ".join(" ".join(str(d).split()) for d in damage[:3])
+            raise _refuse(self.path, f"is damaged (SQLite integrity check: {found})")
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables:  # not a fresh file: it must be a study database of a version this code reads
+            version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() \
+                if "meta" in tables else None
+            if version is None or "runs" not in tables:
+                raise _refuse(self.path, "is a SQLite database but not a hesslens study database (its tables: "
+                                         f"{', '.join(sorted(tables))})", "give another --db or --out")
+            if version[0] != SCHEMA_VERSION:
+                raise _refuse(self.path, f"has schema version {version[0]!r}; this hesslens reads version "
+                                         f"{SCHEMA_VERSION!r}", "use the hesslens version that wrote it")
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory: still correct, less concurrent
             self._conn.execute("PRAGMA journal_mode = DELETE")
@@ -109,8 +195,9 @@ class Store:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
+            columns = {r[1] for r in c.execute("PRAGMA table_info(runs)")}
+            if "pid_start" not in columns:  # written by a hesslens that identified claimers by PID only
+                c.execute("ALTER TABLE runs ADD COLUMN pid_start TEXT")
 
     # -- plumbing ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -158,20 +245,25 @@ class Store:
         if row is None or row["status"] in FINISHED:
             return False
         if row["status"] == "running" and row["host"] == self.host and row["pid"] not in (None, self.pid):
-            return not _pid_alive(int(row["pid"]))
+            now = identity(int(row["pid"]))
+            if now is None:  # its runner is gone (killed, crashed)
+                return True
+            # Alive: the claimer only if it started when the claimer did (a PID is reused once freed).
+            # Without both start times (an older database, no /proc or ps) the PID is all there is.
+            return bool(row["pid_start"] and now and now != row["pid_start"])
         return True
 
     def claim(self, study: str, key: str) -> int | None:
         """Mark a run ``running`` for this process; returns its attempt number, or None if it is not
         claimable (finished, unknown, or being run by another live process on this host)."""
         with self.transaction() as c:
-            row = c.execute("SELECT status, host, pid FROM runs WHERE study = ? AND run_key = ?",
+            row = c.execute("SELECT status, host, pid, pid_start FROM runs WHERE study = ? AND run_key = ?",
                             (study, key)).fetchone()
             if not self._claimable(row):
                 return None
             c.execute("UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = ?, "
-                      "finished_at = NULL, host = ?, pid = ?, worker = NULL WHERE study = ? AND run_key = ?",
-                      (time.time(), self.host, self.pid, study, key))
+                      "finished_at = NULL, host = ?, pid = ?, pid_start = ?, worker = NULL "
+                      "WHERE study = ? AND run_key = ?", (time.time(), self.host, self.pid, self.pid_start, study, key))
             return int(c.execute("SELECT attempts FROM runs WHERE study = ? AND run_key = ?",
                                  (study, key)).fetchone()[0])
 

@@ -1,0 +1,360 @@
+"""Which engine computes the products: every candidate proves itself before it is timed.
+
+A candidate engine is trusted only after its products on the trial columns agree with the
+reference — double backward, one column at a time (reverse-over-reverse through a kept gradient
+graph: the most general product autograd offers) — on *every* one of at least two calls:
+
+    max |H_e V − H_ref V|  ≤  τ · max |H_ref V|,      τ = √ε(dtype)
+
+(√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 %
+off). A candidate that disagrees, or whose second call differs from its first, is refused with
+the reason recorded in :class:`EngineReport`. Among the verified candidates the choice is by
+speed: build time plus the expected number of products at the measured seconds per column.
+Timings jitter, so a candidate earlier in :data:`PREFERENCE` is kept unless a later one is faster
+by more than :data:`SPEED_MARGIN`: two runs on the same machine then rarely choose differently.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..errors import EngineRefusedError
+from .engines import (
+    ENGINES,
+    UNSUPPORTED,
+    BatchLoss,
+    DoubleBackwardEngine,
+    Engine,
+    LinearizeEngine,
+    Params,
+    StreamingEngine,
+    _leaf_copies,
+)
+
+#: aten operators whose tracing by linearize crashes the interpreter (a segfault, which no
+#: ``except`` can catch), so their models never reach the linearize engine.
+LINEARIZE_CRASHES = {"aten.mse_loss_backward.default": "mse_loss backward segfaults under linearize tracing (PyTorch 2.13)"}
+
+#: Tie-break order of the cached engines (cheapest to build and smallest cache first).
+PREFERENCE = ("double_backward+vmap", "double_backward+loop", "linearize+vmap", "linearize+loop")
+
+#: A later engine in PREFERENCE must beat an earlier one by this fraction of the total to be chosen.
+SPEED_MARGIN = 0.10
+
+#: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
+#: checks replay consistency uses one column: on large models set-up stays a few gradients.
+SLOW_CALL_SECONDS = 1.0
+
+
+def agreement_tolerance(dtype: torch.dtype) -> float:
+    """τ = √ε of the products' dtype: half the digits, far above round-off, far below a defect."""
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+@dataclass(frozen=True)
+class GradientProfile:
+    """What one gradient of the first batch saves for backward and which aten operators it runs."""
+
+    saved_bytes: int
+    ops: frozenset[str]
+    depends: bool = True  # whether the loss depends on the parameters at all
+
+    def linearize_blocker(self) -> str | None:
+        hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
+        return hits[0] if hits else None
+
+
+class _OpRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientProfile:
+    """One gradient of ``batch`` with saved-tensor and operator bookkeeping (a cached engine keeps
+    about three times the saved bytes per batch)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    leaves = _leaf_copies(params)
+    recorder = _OpRecorder()
+    with torch.enable_grad(), recorder, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        value = loss(tuple(leaves), batch)
+        if not value.requires_grad:
+            return GradientProfile(total, frozenset(recorder.ops), depends=False)
+        torch.autograd.grad(value, leaves, allow_unused=True)
+    return GradientProfile(total, frozenset(recorder.ops))
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products) or
+    ``"unavailable"`` (it raised, or is known to crash)."""
+
+    label: str
+    status: str
+    reason: str = ""
+    seconds_per_column: float | None = None
+    relative_error: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """How the product engine was chosen: every candidate, its check and its timing."""
+
+    engine: str
+    reason: str
+    tolerance: float
+    columns: int
+    checks: tuple[EngineCheck, ...] = ()
+    build_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per product column of each verified candidate, and ``build:*`` set-up times."""
+        out = {c.label: c.seconds_per_column for c in self.checks if c.seconds_per_column is not None}
+        out.update({f"build:{k}": v for k, v in self.build_seconds.items()})
+        return out
+
+    @property
+    def refused(self) -> tuple[EngineCheck, ...]:
+        return tuple(c for c in self.checks if c.status in ("refused", "unavailable"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "reason": self.reason, "tolerance": self.tolerance, "columns": self.columns,
+                "build_seconds": dict(self.build_seconds),
+                "checks": [{"label": c.label, "status": c.status, "reason": c.reason,
+                            "seconds_per_column": c.seconds_per_column, "relative_error": c.relative_error}
+                           for c in self.checks]}
+
+
+def _relative_error(out: Params, ref: Params) -> float:
+    scale = max(float(r.abs().max()) for r in ref) if ref else 0.0
+    err = max(float((o - r).abs().max()) for o, r in zip(out, ref)) if ref else 0.0
+    if err != err:  # NaN
+        return float("inf")
+    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
+
+
+def _first_columns(tangents: Params, k: int) -> Params:
+    return tuple(t[:k] for t in tangents)
+
+
+@dataclass
+class _Trial:
+    """Trial columns, the reference products on them, and the tolerance."""
+
+    tangents: Params
+    reference: Params
+    tolerance: float
+    columns: int
+    slow: bool
+
+    def check(self, engine: Engine) -> tuple[EngineCheck, float]:
+        """Two calls (the second on one column when the model is slow), both against the reference.
+        Returns the check (status ``verified`` or ``refused``) and the measured seconds per column."""
+        t0 = time.perf_counter()
+        first = engine.hvp(self.tangents)
+        first_seconds = time.perf_counter() - t0
+        repeat_cols = 1 if (self.slow or first_seconds > SLOW_CALL_SECONDS) else self.columns
+        t0 = time.perf_counter()
+        second = engine.hvp(_first_columns(self.tangents, repeat_cols))
+        second_seconds = time.perf_counter() - t0
+        err1 = _relative_error(first, self.reference)
+        err2 = _relative_error(second, _first_columns(self.reference, repeat_cols))
+        # The warm-up call allocates and compiles; the repeat is the steady state unless it was cut short.
+        per_column = (second_seconds / repeat_cols) if repeat_cols == self.columns else first_seconds / self.columns
+        worst = max(err1, err2)
+        if worst <= self.tolerance:
+            return EngineCheck(engine.label, "verified", "agrees with double backward", per_column, worst), per_column
+        which = "first call" if err1 > self.tolerance else "second call (replays drift)"
+        reason = (f"products differ from double backward by {worst:.2g} (relative; tolerance {self.tolerance:.1g}) "
+                  f"on the {which}")
+        return EngineCheck(engine.label, "refused", reason, per_column, worst), per_column
+
+
+def _trial(loss: BatchLoss, params: Params, batch: Any, columns: int, reference: DoubleBackwardEngine | None = None,
+           slow: bool = False) -> tuple[_Trial, DoubleBackwardEngine, float]:
+    """Build the reference engine on ``batch`` (unless given) and its products on seeded columns."""
+    t0 = time.perf_counter()
+    ref = reference or DoubleBackwardEngine(loss, params, [batch], (1.0,), use_vmap=False)
+    build = time.perf_counter() - t0
+    slow = slow or build > SLOW_CALL_SECONDS / 4
+    if slow:
+        columns = min(columns, 2)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    tangents = tuple(torch.randn(columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
+    ref.use_vmap = False
+    reference_products = ref.hvp(tangents)
+    dtype = params[0].dtype if params else torch.float64
+    return _Trial(tangents, reference_products, agreement_tolerance(dtype), columns, slow), ref, build
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine to use and the report of how it was chosen."""
+
+    engine: Engine
+    report: EngineReport
+
+
+def _refusal_summary(checks: Sequence[EngineCheck]) -> str:
+    return "; ".join(f"{c.label}: {c.reason}" for c in checks if c.status in ("refused", "unavailable"))
+
+
+def choose_engine(
+    loss: BatchLoss,
+    params: Params,
+    batches: Sequence[Any],
+    weights: Sequence[float],
+    *,
+    cache_fits: bool,
+    linearize_blocker: str | None = None,
+    expected_matvecs: int = 1000,
+    probe_columns: int = 4,
+) -> EngineChoice:
+    """Verify the candidate engines on the first batch, then keep the fastest verified one for
+    ``expected_matvecs`` products (build time + products × seconds per column).
+
+    If the cache does not fit in memory only the streaming engine is considered; its forward-mode
+    product is verified the same way and replaced by double backward where it disagrees.
+    """
+    trial, reference, ref_build = _trial(loss, params, batches[0], probe_columns)
+    if not cache_fits:
+        return _choose_streaming(loss, params, batches, weights, trial, linearize_blocker)
+    checks: list[EngineCheck] = []
+    build = {DoubleBackwardEngine.name: ref_build}
+    built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
+    if linearize_blocker:
+        checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
+    else:
+        try:
+            t0 = time.perf_counter()
+            built[LinearizeEngine.name] = LinearizeEngine(loss, params, [batches[0]], (1.0,), use_vmap=True)
+            build[LinearizeEngine.name] = time.perf_counter() - t0
+        except UNSUPPORTED as err:
+            checks += [EngineCheck(f"linearize+{m}", "unavailable", _first_line(err)) for m in ("vmap", "loop")]
+    total: dict[str, float] = {}
+    for name, engine in built.items():
+        for use_vmap in (True, False):  # both column strategies share one cache
+            engine.use_vmap = use_vmap
+            try:
+                check, per_column = trial.check(engine)
+            except UNSUPPORTED as err:
+                checks.append(EngineCheck(engine.label, "unavailable", _first_line(err)))
+                continue
+            checks.append(check)
+            if check.status == "verified":
+                total[engine.label] = build[name] + expected_matvecs * per_column
+    if not total:
+        raise EngineRefusedError("no Hessian-vector product engine gives verified products for this model:\n"
+                                 + "\n".join(f"{c.label}: {c.reason}" for c in checks))
+    best = min(total.values())
+    label = next(lab for lab in PREFERENCE if lab in total and total[lab] <= best + SPEED_MARGIN * abs(best))
+    name, mode = label.split("+")
+    if not any(c.label.startswith("linearize") and c.status == "verified" for c in checks):
+        warnings.warn("hesslens: the linearize engine is not used for this model; using double backward: "
+                      + _refusal_summary(checks), stacklevel=3)
+    if len(batches) == 1 and tuple(weights) == (1.0,):  # the trial engine already holds the whole cache
+        engine = built[name]
+        engine.use_vmap = mode == "vmap"
+    else:
+        engine = ENGINES[name](loss, params, batches, weights, use_vmap=(mode == "vmap"))
+    reason = (f"fastest verified engine for {expected_matvecs} products (build + products, timed on the first batch "
+              f"with {trial.columns} columns; ties within {SPEED_MARGIN:.0%} go to the simpler engine)")
+    refusals = _refusal_summary(checks)
+    if refusals:
+        reason += "; not used: " + refusals
+    checks = [EngineCheck(c.label, "chosen", c.reason, c.seconds_per_column, c.relative_error) if c.label == label else c
+              for c in checks]
+    return EngineChoice(engine, EngineReport(label, reason, trial.tolerance, trial.columns, tuple(checks), build))
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+def _choose_streaming(loss: BatchLoss, params: Params, batches: Any, weights: Sequence[float], trial: _Trial,
+                      linearize_blocker: str | None) -> EngineChoice:
+    checks: list[EngineCheck] = []
+    reason = "the cache would not fit in the memory budget: streaming (nothing kept between products)"
+    first_batch = next(iter(batches))
+    for forward_mode in ((True, False) if linearize_blocker is None else (False,)):
+        for use_vmap in (True, False):
+            candidate = StreamingEngine(loss, params, [first_batch], (1.0,), use_vmap=use_vmap, forward_mode=forward_mode)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a forward-mode failure is recorded below instead
+                    check, _ = trial.check(candidate)
+            except UNSUPPORTED as err:
+                checks.append(EngineCheck(candidate.label, "unavailable", _first_line(err)))
+                continue
+            if candidate.forward_mode != forward_mode:  # it fell back to double backward on its own
+                checks.append(EngineCheck(candidate.label, "unavailable", "no forward-mode derivative"))
+                continue
+            if check.status != "verified":
+                checks.append(check)
+                continue
+            checks.append(EngineCheck(candidate.label, "chosen", check.reason, check.seconds_per_column,
+                                      check.relative_error))
+            engine = StreamingEngine(loss, params, batches, weights, use_vmap=use_vmap, forward_mode=forward_mode)
+            how = "forward-over-reverse" if forward_mode else "double backward"
+            return EngineChoice(engine, EngineReport(engine.label, f"{reason}, {how}", trial.tolerance,
+                                                     trial.columns, tuple(checks)))
+    raise EngineRefusedError("no streaming Hessian-vector product gives verified products for this model:\n"
+                             + "\n".join(f"{c.label}: {c.reason}" for c in checks))
+
+
+def verified_engine(
+    name: str,
+    use_vmap: bool,
+    loss: BatchLoss,
+    params: Params,
+    batches: Sequence[Any],
+    weights: Sequence[float],
+    *,
+    source: Any,
+    linearize_blocker: str | None,
+    probe_columns: int = 2,
+) -> EngineChoice:
+    """A requested engine, built only after it passes the same check on the first batch.
+
+    Raises :class:`~hesslens.errors.EngineRefusedError` naming the disagreement.
+    """
+    label = f"{name}+{'vmap' if use_vmap else 'loop'}"
+    if name == "linearize" and linearize_blocker:
+        raise EngineRefusedError(f"engine={label!r} is unavailable for this model: {linearize_blocker}")
+    trial, reference, _ = _trial(loss, params, batches[0], probe_columns)
+    extra = {"forward_mode": linearize_blocker is None} if name == "streaming" else {}
+    try:
+        if name == "double_backward":
+            candidate: Engine = reference
+        else:
+            candidate = ENGINES[name](loss, params, [batches[0]], (1.0,), use_vmap=use_vmap, **extra)
+        candidate.use_vmap = use_vmap
+        check, _ = trial.check(candidate)
+    except UNSUPPORTED as err:
+        raise EngineRefusedError(f"engine={label!r} does not work for this model: {_first_line(err)}") from err
+    if check.status != "verified":
+        raise EngineRefusedError(f"engine={label!r} is refused for this model: {check.reason}; "
+                                 "use engine='auto' to pick a verified engine")
+    if isinstance(source, list) and len(source) == 1 and tuple(weights) == (1.0,) and name != "streaming":
+        engine = candidate
+    else:
+        engine = ENGINES[name](loss, params, source, weights, use_vmap=use_vmap, **extra)
+    check = EngineCheck(label, "chosen", check.reason, check.seconds_per_column, check.relative_error)
+    return EngineChoice(engine, EngineReport(label, "requested", trial.tolerance, trial.columns, (check,)))

@@ -408,3 +408,17 @@ def test_a_fault_while_writing_leaves_the_previous_report_whole(fault, tmp_path,
     # The new report replaced the old one as a whole: no stale model.pt beside it.
     assert sorted(_files(out)) == ["density.png", "report.html", "summary.json"]
     assert load_summary(out).settings["seed"] == 5
+
+
+def test_memory_budget_option(tmp_path, user_module, monkeypatch):
+    """--memory-budget is validated up front and becomes the budget every algorithm reads."""
+    from hesslens import memory
+
+    monkeypatch.delenv(memory.ENV_VAR, raising=False)
+    _fails(["--out", str(tmp_path / "o"), "--memory-budget", "lots"], "--memory-budget", "is not a size")
+    args = ["--out", str(tmp_path / "o"), "--model", f"{user_module}:make", "--data", f"{user_module}:batches",
+            "--memory-budget", "1K", *FAST]
+    result = CliRunner().invoke(cli, ["analyze", *args])
+    assert result.exit_code != 0 and "above the memory budget of" in result.output and "1K" in result.output
+    assert "Traceback" not in result.output
+    monkeypatch.delenv(memory.ENV_VAR, raising=False)

@@ -171,6 +171,20 @@ class _Steps:
         self._cm.__exit__(None, None, None)
 
 
+def _memory_budget(value: str | None) -> None:
+    """Validate --memory-budget and make it the process's budget (the variable every algorithm reads)."""
+    if value is None:
+        return
+    from . import memory
+    from .errors import InvalidInputError
+
+    try:
+        memory.parse_bytes(value, "--memory-budget")
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--memory-budget'") from None
+    os.environ[memory.ENV_VAR] = value
+
+
 # -- commands -------------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="hesslens")
@@ -195,6 +209,9 @@ def cli() -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random probe.")
 @click.option("--tol", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=1e-6,
               show_default=True, help="Relative residual tolerance of λ_max and λ_min (between 0 and 1).")
+@click.option("--memory-budget", metavar="SIZE", callback=lambda ctx, param, value: _memory_budget(value),
+              expose_value=False, help="Memory budget of every computation, e.g. 8G (sets HESSLENS_MEMORY_BUDGET; "
+              "default: that variable, else a quarter of physical memory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the report path.")
 def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str | None,
             mode: str, steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool) -> None:

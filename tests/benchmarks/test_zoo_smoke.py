@@ -59,3 +59,15 @@ def test_rows_measure_the_same_hessian(smoke):
         lm = hl[key]
         assert lm["reached"], lm
         assert abs(lm["value"] - ref) <= settings["lambda_rtol"] * abs(ref)
+
+
+def test_compare_prints_hesslens_rows_of_two_runs(smoke, tmp_path):
+    """benchmarks.compare reads two runs' JSON; a run against itself gives ratios of exactly 1."""
+    from benchmarks.compare import table
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(smoke["json"]))
+    text = table(path, path, ("a", "b"))
+    row = next(line for line in text.splitlines() if line.startswith("| mlp |"))
+    hl = {r["library"]: r for r in smoke["json"]["results"]["mlp"]}["hesslens"]
+    assert row.count("1.00×") == 2 and hl["engine"] in row

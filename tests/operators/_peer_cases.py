@@ -92,7 +92,6 @@ class PeerCase:
     names: list[str]  # θ, in named_parameters() order
     hessian: torch.Tensor  # float64 reference
     uses_mse: bool = False  # linearize is refused for aten.mse_loss (see test_operator_products)
-    needs: frozenset[str] = frozenset()  # API being added with issue 8: reduction=, batch_dim=, tuple inputs
     tol: float = 1e-10
     reduction: str = "mean"  # what op.reduction must say
     extra: dict[str, Any] = field(default_factory=dict)
@@ -282,8 +281,7 @@ def gru_time_major(batch_dim_kind: str) -> PeerCase:
     cat_inputs = (lambda xs: (torch.cat([x for x, _ in xs], dim=1), s)) if scaled else None
     names = _trainable(model)
     h = double_backward_hessian(model.eval(), concat_objective(time_major_ce, batches, cat_dim=1, cat_inputs=cat_inputs), names)
-    return PeerCase(model, dict(loss_fn=time_major_ce, data=batches, batch_dim=batch_dim), names, h,
-                    needs=frozenset({"batch_dim"}))
+    return PeerCase(model, dict(loss_fn=time_major_ce, data=batches, batch_dim=batch_dim), names, h)
 
 
 class TiedEncoder(nn.Module):
@@ -366,7 +364,7 @@ def tuple_inputs() -> PeerCase:
     ce = nn.CrossEntropyLoss()
     names = _trainable(model)
     h = double_backward_hessian(model.eval(), lambda call: ce(call((x1, x2)), y), names)
-    return PeerCase(model, dict(loss_fn=ce, data=((x1, x2), y)), names, h, needs=frozenset({"tuple_inputs"}))
+    return PeerCase(model, dict(loss_fn=ce, data=((x1, x2), y)), names, h)
 
 
 def plain_function(kind: str) -> PeerCase:
@@ -380,17 +378,16 @@ def plain_function(kind: str) -> PeerCase:
     def ce_sum(o, y):
         return F.cross_entropy(o, y, reduction="sum")
 
-    fn, batches, kwargs, needs = {
-        "ce-sum-declared": (ce_sum, cls, dict(reduction="sum"), {"reduction"}),
-        "ce-sum-probed": (lambda o, y: F.cross_entropy(o, y, reduction="sum"), cls, {}, {"reduction"}),
-        "ce-mean-probed": (lambda o, y: F.cross_entropy(o, y), cls, {}, set()),
-        "mse-sum-probed": (lambda o, y: ((o - y) ** 2).sum(), reg, {}, {"reduction"}),
-        "mse-mean-declared": (lambda o, y: F.mse_loss(o, y), reg, dict(reduction="mean"), {"reduction"}),
+    fn, batches, kwargs = {
+        "ce-sum-declared": (ce_sum, cls, dict(reduction="sum")),
+        "ce-sum-probed": (lambda o, y: F.cross_entropy(o, y, reduction="sum"), cls, {}),
+        "ce-mean-probed": (lambda o, y: F.cross_entropy(o, y), cls, {}),
+        "mse-sum-probed": (lambda o, y: ((o - y) ** 2).sum(), reg, {}),
+        "mse-mean-declared": (lambda o, y: F.mse_loss(o, y), reg, dict(reduction="mean")),
     }[kind]
     case = _samplewise(model, fn, batches, **kwargs)
     case.reduction = "sum" if "sum" in kind else "mean"
     case.uses_mse = kind == "mse-mean-declared"
-    case.needs = frozenset(needs)
     return case
 
 
@@ -521,7 +518,7 @@ BUILDERS: dict[str, Callable[[], PeerCase]] = {
     "unused-linear": unused,
     "float32": float32_model,
     "wrong-jvp": wrong_jvp,
-    # cases that need API being added (reduction=, batch_dim=, tuple inputs)
+    # plain-function losses (reduction probed or declared), batch_dim, tuple inputs
     "fn-ce-sum-declared": lambda: plain_function("ce-sum-declared"),
     "fn-ce-sum-probed": lambda: plain_function("ce-sum-probed"),
     "fn-ce-mean-probed": lambda: plain_function("ce-mean-probed"),

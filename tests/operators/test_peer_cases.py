@@ -23,8 +23,7 @@ from _peer_cases import (BUILDERS, CASE_ENGINES, DT, ENGINES, SinWithWrongJvp, b
                          double_backward_hessian, get_case, time_major_ce)
 from conftest import assert_close64, reference_hessian, weighted_objective
 
-#: being added with issue 8; None until it lands (then refusals must use it)
-EngineRefusedError = getattr(hesslens.errors, "EngineRefusedError", None)
+from hesslens.errors import EngineRefusedError
 
 LOOP_COLUMNS = 6  # loop engines push one column at a time: a few random columns decide, a dense matrix is slow
 
@@ -45,9 +44,6 @@ def _operator_or_refusal(case_name: str, engine: str):
     if built.error is None:
         return built.op
     err = built.error
-    if case.needs and not isinstance(err, HesslensError):
-        raise AssertionError(f"case {case_name!r} needs the API of issue 8 ({', '.join(sorted(case.needs))}): "
-                             f"{type(err).__name__}: {err}") from err
     if engine == "auto" or not isinstance(err, HesslensError):
         raise err  # auto must always give a verified engine; anything else is a crash, not a refusal
     message = str(err)
@@ -55,8 +51,7 @@ def _operator_or_refusal(case_name: str, engine: str):
     if case.uses_mse and name == "linearize":
         assert "linearize" in message and "mse_loss" in message, message
         return None
-    if EngineRefusedError is not None:
-        assert isinstance(err, EngineRefusedError), f"{type(err).__name__}: {message}"
+    assert isinstance(err, EngineRefusedError), f"{type(err).__name__}: {message}"
     assert engine in message, f"the refusal does not name engine {engine!r}: {message}"
     return None
 
@@ -226,7 +221,7 @@ def test_tied_embedding_is_one_parameter() -> None:
     assert case.model.out.weight is case.model.embed.weight
 
 
-# -- API being added (issue 8) ----------------------------------------------------------------------
+# -- reductions, batch dimensions, tuple inputs, the engine report ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case_name", [n for n in BUILDERS if n.startswith(("fn-", "mlp-"))])
@@ -293,9 +288,8 @@ def test_requested_engine_that_disagrees_is_refused(engine: str) -> None:
     """linearize (forward-over-reverse by construction) cannot reproduce a model whose jvp is wrong:
     asked for by name it is refused with EngineRefusedError naming the engine, not a wrong matrix.
     (Streaming may instead fall back to double backward; the table checks it agrees or refuses.)"""
-    refused = EngineRefusedError or HesslensError
     case = get_case("wrong-jvp")
-    with pytest.raises(refused, match=engine.replace("+", r"\+")):
+    with pytest.raises(EngineRefusedError, match=engine.replace("+", r"\+")):
         hl.HessianOperator(case.model, engine=engine, **case.kwargs)
 
 

@@ -66,6 +66,21 @@ def test_summary_records_engine_settings_and_model(tiny_summary):
     assert s.versions["hesslens"] == hl.__version__ and s.versions["torch"] == torch.__version__
 
 
+def test_engine_checks_and_reduction_reach_the_summary_and_the_page(tiny_summary, tmp_path):
+    """Every candidate's check against double backward is recorded, and the HTML page shows it."""
+    op, s = tiny_summary
+    labels = [c["label"] for c in s.engine["checks"]]
+    assert labels == [c.label for c in op.engine_report.checks] and op.engine in labels
+    assert s.engine["tolerance"] == op.engine_report.tolerance
+    chosen = [c for c in s.engine["checks"] if c["status"] == "chosen"]
+    assert len(chosen) == 1 and chosen[0]["relative_error"] <= s.engine["tolerance"]
+    assert s.data["reduction"] == "mean" and s.data["reduction_source"] == "loss_fn.reduction"
+    files = write_report(s, tmp_path / "r")
+    page = files.report_html.read_text()
+    assert "Product engine" in page and all(label in page for label in labels)
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["engine"]["checks"] == s.engine["checks"]
+
+
 def test_seeded_runs_agree_and_the_seed_matters():
     op = hl.HessianOperator(tiny_model(), nn.CrossEntropyLoss(), tiny_batches())
     a, b, c = (analyze_operator(op, AnalysisSettings(seed=seed, probes=3, steps=10, trace_matvecs=12), progress=False)

@@ -144,12 +144,28 @@ def test_a_database_without_the_start_time_column_is_upgraded(tmp_path):
         s.claim("s", "k1")
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE runs DROP COLUMN pid_start")  # as an earlier hesslens wrote it
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with Store(path) as s:
         row = s.runs("s")[0]
         assert row["status"] == "running" and row["pid_start"] is None and row["attempts"] == 1
         assert s.claim("s", "k1") == 2 and s.runs("s")[0]["pid_start"] == identity(os.getpid())
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    conn.close()
+
+
+def test_a_database_of_a_later_version_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite"
+    with Store(path) as s:
+        s.add_runs("s", None, [("k1", "{}")])
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version '3'; this hesslens reads version '2'"):
+        Store(path)
 
 
 def test_release_returns_own_claims_to_pending(store):

@@ -67,6 +67,15 @@ def _eig(result: Any, i: int) -> dict[str, Any]:
             "converged": bool(result.converged[i])}
 
 
+def _engine_checks(op: Any) -> dict[str, Any]:
+    """The engine report's tolerance and per-candidate checks (operators without one: nothing)."""
+    report = getattr(op, "engine_report", None)
+    if report is None:
+        return {}
+    d = report.to_dict()
+    return {"tolerance": d["tolerance"], "checks": d["checks"]}
+
+
 def analyze_operator(
     op: Any,
     settings: AnalysisSettings = AnalysisSettings(),
@@ -118,7 +127,9 @@ def analyze_operator(
              "parameter_tensors": len(getattr(op, "param_names", ()) or ()),
              "dtype": str(getattr(op, "dtype", "float64")).replace("torch.", "")}
     data_d = {**(data_info or {}), "samples": getattr(data, "total", None),
-              "batches": len(data) if data is not None else None, "loss_value": getattr(op, "loss_value", None)}
+              "batches": len(data) if data is not None else None, "loss_value": getattr(op, "loss_value", None),
+              "reduction": getattr(op, "reduction", None), "reduction_source": getattr(op, "reduction_source", None),
+              "order": getattr(op, "data_order", None)}
     return Summary(
         lambda_max=_eig(extremes, 1),
         lambda_min=_eig(extremes, 0),
@@ -130,7 +141,8 @@ def analyze_operator(
         settings=run_settings,
         engine={"name": getattr(op, "engine", type(op).__name__), "reason": getattr(op, "engine_reason", ""),
                 "timings": dict(getattr(op, "engine_timings", {}) or {}),
-                "setup_seconds": getattr(op, "setup_seconds", None)},
+                "setup_seconds": getattr(op, "setup_seconds", None),
+                **_engine_checks(op)},
         timings=times,
         model=model,
         data=data_d,

@@ -55,6 +55,13 @@ $key_rows
 $figure
 <p>$density_caption</p>
 
+<h2>Product engine</h2>
+<p>$engine_intro</p>
+<table class="key">
+<tr><th>Candidate</th><th>Status</th><th>Detail</th></tr>
+$engine_rows
+</table>
+
 <h2>Timings</h2>
 $timings_table
 
@@ -133,6 +140,23 @@ def _key_rows(s: Summary) -> list[tuple[str, str, str]]:
     ]
 
 
+def _engine_rows(s: Summary) -> tuple[str, str]:
+    """The engine choice: every candidate, whether it agreed with double backward, and why not."""
+    checks = s.engine.get("checks") or []
+    intro = (f"Every candidate engine is checked against double backward on the first batch over two calls "
+             f"(tolerance {fmt(s.engine.get('tolerance'), 2)}, relative to the largest product entry); "
+             "one that disagrees is refused. Chosen: " + str(s.engine.get("name")) + ".")
+    rows = []
+    for c in checks:
+        err = c.get("relative_error")
+        detail = "; ".join(part for part in (
+            f"relative error {fmt(err, 2)}" if err is not None else "",
+            f"{fmt(c.get('seconds_per_column'), 3)} s per product column" if c.get("seconds_per_column") is not None else "",
+            str(c.get("reason") or "")) if part)
+        rows.append(f"<tr><th>{_e(c.get('label'))}</th><td>{_e(c.get('status'))}</td><td>{_e(detail)}</td></tr>")
+    return intro, "\n".join(rows)
+
+
 def render_html(summary: Summary, png: bytes | None = None, png_name: str = "density.png") -> str:
     """The report page. ``png`` (the density figure's bytes) is embedded; without it the page links ``png_name``."""
     s = summary
@@ -163,7 +187,9 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
     }
     timings = {k.replace("_", " "): f"{fmt(v, 3)} s" for k, v in s.timings.items()}
     timings.update({"operator setup (engine choice)": f"{fmt(s.engine.get('setup_seconds'), 3)} s", **engine_timings})
+    engine_intro, engine_rows = _engine_rows(s)
     return _PAGE.substitute(
+        engine_intro=_e(engine_intro), engine_rows=engine_rows,
         title=_e(title), subtitle=_e(subtitle), model_table=_table(model_rows), key_rows=key_rows,
         figure=figure, density_caption=_e(caption), timings_table=_table(timings),
         settings_table=_table(s.settings), versions_table=_table(s.versions), schema=_e(s.schema),

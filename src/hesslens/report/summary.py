@@ -12,10 +12,11 @@ parameter unit; every time in seconds)::
       "trace": {"estimate", "stderr", "method", "matvecs", "seconds"},
       "density": SpectralDensity.to_dict(),   # nodes, weights (probes × steps), its own schema
       "settings": {"seed", "steps", "probes", "trace_matvecs", "tol", "mode", "loss"},
-      "engine": {"name", "reason", "timings", "setup_seconds"},
+      "engine": {"name", "reason", "timings", "setup_seconds",
+                 "tolerance", "checks": [{"label", "status", "reason", "seconds_per_column", "relative_error"}]},
       "timings": {step: seconds, ..., "total": seconds},
       "model": {"name", "parameters", "analysed_parameters", ...},
-      "data": {"name", "samples", "batches", "loss_value"},
+      "data": {"name", "samples", "batches", "loss_value", "reduction", "reduction_source", "order"},
       "versions": {"hesslens", "torch", "numpy", "python", "platform"}
     }
 

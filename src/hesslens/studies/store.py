@@ -46,7 +46,11 @@ from ..errors import HesslensError, InvalidInputError
 from .declaration import FINISHED, STATUSES
 from .processes import identity
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Older versions this code upgrades in place: 1 lacked ``pid_start`` (claimers identified by PID only).
+#: The upgrade bumps the version, so a hesslens that still writes version 1 (and would leave a stale
+#: ``pid_start`` behind on claiming) refuses the upgraded file instead of sharing it.
+UPGRADABLE = ("1",)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -184,7 +188,7 @@ class Store:
             if version is None or "runs" not in tables:
                 raise _refuse(self.path, "is a SQLite database but not a hesslens study database (its tables: "
                                          f"{', '.join(sorted(tables))})", "give another --db or --out")
-            if version[0] != SCHEMA_VERSION:
+            if version[0] != SCHEMA_VERSION and version[0] not in UPGRADABLE:
                 raise _refuse(self.path, f"has schema version {version[0]!r}; this hesslens reads version "
                                          f"{SCHEMA_VERSION!r}", "use the hesslens version that wrote it")
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -196,8 +200,9 @@ class Store:
                 c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             columns = {r[1] for r in c.execute("PRAGMA table_info(runs)")}
-            if "pid_start" not in columns:  # written by a hesslens that identified claimers by PID only
+            if "pid_start" not in columns:  # version 1: claimers identified by PID only
                 c.execute("ALTER TABLE runs ADD COLUMN pid_start TEXT")
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     # -- plumbing ----------------------------------------------------------------------------------
     @contextlib.contextmanager

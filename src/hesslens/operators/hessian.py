@@ -150,13 +150,15 @@ class HessianOperator:
             if self.reduction is None:
                 self._probe_reduction(tolerance)
             weights = self.data.weights(self.reduction)
-            batches = list(self.data)
-            profile = self._profile(batches[0])
+            profile = self._profile(first_batch)
             per_batch = profile.saved_bytes
             budget = memory.budget(cache_budget)
             # A linearised or kept double-backward graph holds about three times what one gradient saves.
-            cache_fits = 3 * per_batch * len(batches) <= budget
+            cache_fits = 3 * per_batch * len(self.data) <= budget
             self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
+            # Only a cached engine holds every batch; streaming re-reads the data and needs the first.
+            cached = engine_name != "streaming" and (engine != "auto" or cache_fits)
+            batches = list(self.data) if cached else [first_batch]
             t0 = time.perf_counter()
             if engine == "auto":
                 choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,

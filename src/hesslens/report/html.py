@@ -143,7 +143,7 @@ def _key_rows(s: Summary) -> list[tuple[str, str, str]]:
 def _engine_rows(s: Summary) -> tuple[str, str]:
     """The engine choice: every candidate, whether it agreed with double backward, and why not."""
     checks = s.engine.get("checks") or []
-    intro = (f"Every candidate engine is checked against double backward on the first batch over two calls "
+    intro = (f"Every candidate engine is checked against double backward on the first batch over repeated calls "
              f"(tolerance {fmt(s.engine.get('tolerance'), 2)}, relative to the largest product entry); "
              "one that disagrees is refused. Chosen: " + str(s.engine.get("name")) + ".")
     rows = []

@@ -216,6 +216,17 @@ def test_probe_keeps_batch_statistics(reduction: str) -> None:
     assert op.reduction == reduction
 
 
+def test_probe_on_a_model_with_a_fixed_batch_size_asks_for_the_reduction() -> None:
+    model, batches = _mlp_batches(sizes=(3, 3))
+
+    def fixed(o, y):  # reshapes with the batch size written in: a doubled batch cannot pass
+        return F.cross_entropy(o.reshape(3, 3), y)
+
+    with pytest.raises(InvalidInputError, match="cannot probe the loss's reduction.*pass reduction="):
+        hl.HessianOperator(model, fixed, batches)
+    assert hl.HessianOperator(model, fixed, batches, reduction="mean").reduction == "mean"
+
+
 def test_loss_that_is_neither_mean_nor_sum() -> None:
     model, batches = _mlp_batches()
     with pytest.raises(InvalidInputError, match="a mean would stay, a sum would double"):

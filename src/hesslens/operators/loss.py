@@ -101,7 +101,13 @@ def probe_reduction(evaluate: Callable[[Any], torch.Tensor], data: AnalysisData,
         return None  # a custom batch structure: no way to double it
     for batch in data:
         with torch.no_grad():
-            once, twice = float(evaluate(batch)), float(evaluate(doubled_batch(batch, data.batch_dim)))
+            once = float(evaluate(batch))
+            try:
+                twice = float(evaluate(doubled_batch(batch, data.batch_dim)))
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:  # e.g. a hard-coded batch size
+                raise InvalidInputError(
+                    f"cannot probe the loss's reduction: it fails on the batch with every sample twice ({err}); "
+                    "pass reduction='mean' or reduction='sum'") from err
         if once == 0.0:
             continue  # mean and sum agree on a zero loss: try the next batch
         if math.isclose(twice, once, rel_tol=tolerance):

@@ -34,6 +34,7 @@ def test_smoke_results_table(smoke):
     df = pd.read_csv(smoke / "results.csv")
     configs = get("sharpness").configs("smoke")
     assert len(df) == len(configs) and df["run_key"].is_unique
+    assert (df["seed"] == 0).all()  # the smoke preset: one seed per configuration
     for col in REQUIRED:
         assert col in df.columns, col
     for col in ("lr", "batch_size", "rho", "dropout", "lambda_max", "train_acc", "test_acc", "epochs"):

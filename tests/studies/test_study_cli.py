@@ -55,10 +55,10 @@ def one_thread():
 
 def test_demo_lambda_max_matches_the_dense_hessian_of_the_saved_model(tmp_path, one_thread):
     config = DemoConfig(lr=0.5, seed=3, hidden=4, steps=20, n_train=100)
-    record, series = run_demo(config, RunContext(study="demo", run_key="k", attempt=1, out=tmp_path))
+    record, series = run_demo(config, RunContext(study="demo", run_key="k", attempt=1, out=tmp_path, seed=3))
     assert [s for s, k, _ in series] == [0, 5, 10, 15, 20] and series[-1][2] == record["train_loss"]
     model = build_model(config)
-    model.load_state_dict(torch.load(tmp_path / "runs" / "k" / "model.pt", weights_only=True))
+    model.load_state_dict(torch.load(tmp_path / "runs" / "k-seed3" / "model.pt", weights_only=True))
     model = model.double()
     x, y, x_test, y_test = _digits(config.n_train, config.seed)
     assert len(x) == 100 and len(x_test) == 1797 - 100

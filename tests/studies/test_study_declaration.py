@@ -112,12 +112,12 @@ def test_missing_required_field_and_post_init():
 def test_a_bad_configuration_stops_everything_before_any_run(tmp_path):
     log = tmp_path / "log"
     study = Study(name="toy-v", config=ToyConfig, run=run_toy, presets={})
-    grid = [{"x": [0.0, 1.0], "log": str(log)}, {"x": 1e6, "log": str(log)}, {"x": 1.0, "seed": -3}]
+    grid = [{"x": [0.0, 1.0], "log": str(log)}, {"x": 1e6, "log": str(log)}, {"x": 1.0, "sleep": -3}]
     with pytest.raises(InvalidInputError) as info:
         run_study(study, grid, out=tmp_path / "out")
     message = str(info.value)
     assert "2 of 4 configurations are invalid" in message
-    assert "field 'x' = 1000000.0" in message and "field 'seed' = -3" in message
+    assert "field 'x' = 1000000.0" in message and "field 'sleep' = -3.0" in message
     assert log_lines(log) == []
     assert not (tmp_path / "out").exists()
 
@@ -141,13 +141,15 @@ def test_run_key_is_a_stable_function_of_the_values():
     a = make_config(Cfg, {"lr": 1, "seed": 2})
     b = make_config(Cfg, {"seed": 2, "lr": 1.0})
     assert run_key(a) == run_key(b)
-    assert run_key(a) != run_key(make_config(Cfg, {"lr": 1.0, "seed": 3}))
+    assert run_key(a) != run_key(make_config(Cfg, {"lr": 2.0, "seed": 2}))
+    # The seed is not part of a configuration's identity: the store keys a run by (run key, seed).
+    assert run_key(a) == run_key(make_config(Cfg, {"lr": 1.0, "seed": 3}))
     assert len(run_key(a)) == 16 and int(run_key(a), 16) >= 0
     # The key hashes the canonical JSON: recomputing it by hand gives the same digest.
     import hashlib
     import json
 
-    text = json.dumps({"act": "tanh", "flag": False, "hidden": [8], "lr": 1.0, "name": "a", "seed": 2, "width": None},
+    text = json.dumps({"act": "tanh", "flag": False, "hidden": [8], "lr": 1.0, "name": "a", "width": None},
                       sort_keys=True, separators=(",", ":"))
     assert run_key(a) == hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -155,16 +157,20 @@ def test_run_key_is_a_stable_function_of_the_values():
 # -- files ---------------------------------------------------------------------------------------
 def test_toml_presets(tmp_path):
     path = tmp_path / "grid.toml"
-    path.write_text('[smoke]\nlr = [0.1, 0.2]\nseed = 1\nhidden = [4, 4]\n\n'
-                    '[[mixed]]\nlr = 0.5\n\n[[mixed]]\nlr = [1.0, 2.0]\nact = "relu"\n')
+    path.write_text('[smoke]\nlr = [0.1, 0.2]\nwidth = 1\nhidden = [4, 4]\n\n'
+                    '[[mixed]]\nlr = 0.5\n\n[[mixed]]\nlr = [1.0, 2.0]\nact = "relu"\n\n'
+                    '[seeded]\nlr = 0.5\nseed = [0, 1]\n')
     presets = load_presets(path)
-    assert set(presets) == {"smoke", "mixed"}
+    assert set(presets) == {"smoke", "mixed", "seeded"}
     study = _study(presets={"smoke": {"lr": 9.0}})
     smoke = study.configs("smoke", grid_file=path)  # the file's preset overrides the declared one
-    assert smoke == [Cfg(lr=0.1, seed=1, hidden=(4, 4)), Cfg(lr=0.2, seed=1, hidden=(4, 4))]
+    assert smoke == [Cfg(lr=0.1, width=1, hidden=(4, 4)), Cfg(lr=0.2, width=1, hidden=(4, 4))]
     assert study.configs("mixed", grid_file=path) == [Cfg(lr=0.5), Cfg(lr=1.0, act="relu"), Cfg(lr=2.0, act="relu")]
     file_study = _study(presets=path)
-    assert file_study.preset_names() == ["smoke", "mixed"]
+    assert file_study.preset_names() == ["smoke", "mixed", "seeded"]
+    # Seeds are not a preset's business: a file that sets them is refused, saying where they go.
+    with pytest.raises(InvalidInputError, match=r"preset 'seeded' sets 'seed'.*--seeds"):
+        file_study.configs("seeded")
 
 
 def test_toml_errors_name_the_file(tmp_path):

@@ -26,7 +26,7 @@ def test_pool_runs_in_spawned_single_threaded_workers_and_survives_a_dying_worke
                       workers=1, progress=False)
     assert first.counts == {"pending": 0, "running": 0, "done": 2, "failed": 2, "diverged": 0}
     assert POOL_DIED in _error(out, run_key(ToyConfig(x=6.0, mode="exit", log=str(log))))
-    assert dict(first.failures)[run_key(ToyConfig(x=5.0, mode="fail", log=str(log)))] == \
+    assert dict(first.failures)[f"{run_key(ToyConfig(x=5.0, mode='fail', log=str(log)))} seed 0"] == \
         "RuntimeError: toy failure at x=5.0"
     # Two workers on a grid sharing two finished runs: only the new ones and the failed one run.
     second = run_study(STUDY, [cfg(1.0), cfg(2.0), cfg(3.0), cfg(4.0), cfg(5.0, "fail")], out, executor="pool",

@@ -28,21 +28,21 @@ def executions(log) -> Counter:
 
 def test_runs_everything_then_resumes_without_rerunning(tmp_path):
     log, out = tmp_path / "log", tmp_path / "out"
-    summary = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0], seed=[0, 1]), out, progress=False)
+    summary = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0]), out, progress=False, seeds=2)
     assert summary.counts["done"] == 6 and summary.executed == 6 and summary.ok
     assert (out / "study.sqlite").exists()
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 6 and set(df["status"]) == {"done"}
     # Config columns, then record columns, then metadata; the record matches the run function's formula.
-    assert list(df.columns[:7]) == ["run_key", "x", "seed", "mode", "sleep", "log", "tags"]
+    assert list(df.columns[:7]) == ["run_key", "seed", "x", "mode", "sleep", "log", "tags"]
     assert (df["y"] == df["x"] ** 2 + df["seed"]).all()
-    assert sorted(df["run_key"]) == sorted(run_key(ToyConfig(x=x, seed=s, log=str(log)))
-                                           for x in (0.0, 1.0, 2.0) for s in (0, 1))
-    again = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0], seed=[0, 1]), out, progress=False)
+    assert sorted(zip(df["run_key"], df["seed"])) == sorted((run_key(ToyConfig(x=x, log=str(log))), s)
+                                                            for x in (0.0, 1.0, 2.0) for s in (0, 1))
+    again = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0]), out, progress=False, seeds=2)
     assert again.executed == 0 and again.skipped == 6
     assert set(executions(log).values()) == {1}
     # A larger grid sharing configurations only runs the new ones.
-    bigger = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0, 3.0], seed=[0, 1]), out, progress=False)
+    bigger = run_study(STUDY, grid(log, x=[0.0, 1.0, 2.0, 3.0]), out, progress=False, seeds=2)
     assert bigger.executed == 2 and bigger.skipped == 6
     assert len(executions(log)) == 8 and set(executions(log).values()) == {1}
     with Store(out / "study.sqlite") as store:
@@ -58,7 +58,8 @@ def test_failed_run_is_recorded_does_not_stop_others_and_is_retried(tmp_path):
     assert first.counts == {"pending": 0, "running": 0, "done": 3, "failed": 2, "diverged": 0}
     assert not first.ok
     errors = dict(first.failures)
-    assert errors[run_key(ToyConfig(x=4.0, mode="fail", log=str(log)))] == "RuntimeError: toy failure at x=4.0"
+    assert errors[f"{run_key(ToyConfig(x=4.0, mode='fail', log=str(log)))} seed 0"] == \
+        "RuntimeError: toy failure at x=4.0"
     with Store(out / "study.sqlite") as store:
         failed = [r for r in store.runs("toy") if r["status"] == "failed"]
     assert all("Traceback (most recent call last)" in r["error"] and "run_toy" in r["error"] for r in failed)
@@ -132,7 +133,7 @@ def test_parquet_export_and_its_missing_dependency(tmp_path, monkeypatch):
     assert list(table.columns) == list(csv.columns) and list(table["run_key"]) == list(csv["run_key"])
     assert sorted(table["y"]) == [1.0, 4.0]
     series = pd.read_parquet(out / "series.parquet")
-    assert len(series) == 6 and list(series.columns) == ["run_key", "step", "key", "value"]
+    assert len(series) == 6 and list(series.columns) == ["run_key", "seed", "step", "key", "value"]
 
     real = export_module.importlib.util.find_spec
     monkeypatch.setattr(export_module.importlib.util, "find_spec",

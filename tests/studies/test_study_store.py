@@ -57,7 +57,7 @@ def test_claim_and_finish_write_record_and_series_together(store):
 def test_a_failing_finish_rolls_back_everything(store):
     store.claim("s", "k1")
     with store.transaction() as c:  # points left by an earlier attempt, which finish() first deletes
-        c.execute("INSERT INTO series VALUES ('s', 'k1', 0, 'old', 9.0)")
+        c.execute("INSERT INTO series VALUES ('s', 'k1', 0, 0, 'old', 9.0)")
     with pytest.raises(ValueError):
         # The last point cannot be converted after the old points were deleted: the whole transaction is undone.
         store.finish("s", "k1", "done", record={"loss": 0.5}, series=[(0, "loss", 1.0), (1, "loss", 2.0),
@@ -74,7 +74,7 @@ def test_failed_and_diverged_rows(store):
     rows = {r["run_key"]: r for r in store.runs("s")}
     assert rows["k1"]["status"] == "failed" and rows["k1"]["error"].endswith("boom")
     assert rows["k2"]["status"] == "diverged" and math.isnan(rows["k2"]["record"]["loss"])
-    assert store.series("s", ["k2"]) == [("k2", 0.0, "loss", None)]  # SQLite stores NaN as NULL
+    assert store.series("s", ["k2"]) == [("k2", 0, 0.0, "loss", None)]  # SQLite stores NaN as NULL
     assert store.claim("s", "k1") == 2  # failed runs are retried, attempt counted
     with pytest.raises(InvalidInputError, match="no run"):
         store.finish("s", "nope", "done", record={})
@@ -137,34 +137,34 @@ def test_a_recycled_pid_does_not_pass_for_the_runner_that_claimed_the_row(store)
         stranger.wait()
 
 
-def test_a_database_without_the_start_time_column_is_upgraded(tmp_path):
+def _as_version(path, version):
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_database_from_before_seeds_is_refused_untouched(tmp_path, version):
     path = tmp_path / "old.sqlite"
     with Store(path) as s:
         s.add_runs("s", None, [("k1", "{}")])
-        s.claim("s", "k1")
-    conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE runs DROP COLUMN pid_start")  # as an earlier hesslens wrote it
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    with Store(path) as s:
-        row = s.runs("s")[0]
-        assert row["status"] == "running" and row["pid_start"] is None and row["attempts"] == 1
-        assert s.claim("s", "k1") == 2 and s.runs("s")[0]["pid_start"] == identity(os.getpid())
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
-    conn.close()
+    _as_version(path, version)
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as info:
+        Store(path)
+    message = str(info.value)
+    assert f"schema version {version!r}" in message and "reads version '3'" in message
+    assert "(configuration, seed)" in message and "new --out" in message and "Nothing was run" in message
+    assert path.read_bytes() == before
 
 
 def test_a_database_of_a_later_version_is_refused(tmp_path):
     path = tmp_path / "new.sqlite"
     with Store(path) as s:
         s.add_runs("s", None, [("k1", "{}")])
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match="schema version '3'; this hesslens reads version '2'"):
+    _as_version(path, "4")
+    with pytest.raises(StoreError, match="schema version '4'; this hesslens reads version '3'"):
         Store(path)
 
 

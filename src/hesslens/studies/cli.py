@@ -1,13 +1,15 @@
 """``hesslens study``: run, resume, inspect and report a declared study.
 
     hesslens study                                   # list the registered studies
-    hesslens study NAME --preset smoke|full [--out DIR] [--executor inline|pool|ray] [--workers N]
-                        [--ray-address ADDR] [--parquet] [--grid FILE.toml] [--db FILE]
+    hesslens study NAME --preset smoke|full [--seeds N|S1,S2,...] [--out DIR] [--executor inline|pool|ray]
+                        [--workers N] [--ray-address ADDR] [--parquet] [--grid FILE.toml] [--db FILE]
     hesslens study NAME --status [--out DIR]
     hesslens study NAME --report [--out DIR]
 
 NAME is a registered study or ``module:attribute`` of a Study declared in your own code. Running the
-same command again resumes: finished runs are skipped, interrupted and failed ones run again.
+same command again resumes: finished runs are skipped, interrupted and failed ones run again. Every
+configuration runs once per seed: the preset's declared number, or ``--seeds 5`` (seeds 0-4) or
+``--seeds 3,4,5`` (exactly those); adding seeds later runs only the new ones.
 Exit status: 0 only when every run of the preset has finished (done or diverged); 1 when some failed
 or are still unfinished (being run by another live process), with a summary saying which; 2 for a usage
 or validation error, an unusable output folder or a damaged database (nothing was run).
@@ -36,6 +38,9 @@ class StudyFailure(click.ClickException):
 @click.command("study", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", required=False)
 @click.option("--preset", default="smoke", show_default=True, help="Preset (grid) to run: smoke, full, or one of --grid.")
+@click.option("--seeds", "seeds", metavar="N|S1,S2,...",
+              help="Seeds to run each configuration with: N means 0..N-1, a comma-separated list means those.  "
+                   "[default: the number the study declares for the preset]")
 @click.option("--grid", "grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML (or YAML) file of presets: one table per preset, axes as lists.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -49,7 +54,7 @@ class StudyFailure(click.ClickException):
 @click.option("--status", "show_status", is_flag=True, help="Show what the database holds; run nothing.")
 @click.option("--report", "make_report", is_flag=True, help="Render report.md/report.html from the database; run nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar over runs  [default: on a terminal]")
-def study(name: str | None, preset: str, grid_file: Path | None, out: Path | None, db: Path | None, executor: str,
+def study(name: str | None, preset: str, seeds: str | None, grid_file: Path | None, out: Path | None, db: Path | None, executor: str,
           workers: int | None, ray_address: str | None, parquet: bool, show_status: bool, make_report: bool,
           progress: bool | None) -> None:
     """Run a study's grid of configurations into a resumable SQLite database (or show its status/report).
@@ -57,6 +62,7 @@ def study(name: str | None, preset: str, grid_file: Path | None, out: Path | Non
     \b
     hesslens study                       list the registered studies
     hesslens study demo --preset smoke   run (or resume) the demo's smoke grid
+    hesslens study demo --seeds 3,4      the same configurations with seeds 3 and 4
     hesslens study demo --status         counts by status, failed runs and their errors
     hesslens study demo --report         studies/demo/report.md and report.html
     """
@@ -77,7 +83,7 @@ def study(name: str | None, preset: str, grid_file: Path | None, out: Path | Non
         if show_status or make_report:
             ignored = [opt for opt, given in (("--executor", executor != "inline"), ("--workers", workers),
                                               ("--ray-address", ray_address), ("--parquet", parquet),
-                                              ("--grid", grid_file)) if given]
+                                              ("--grid", grid_file), ("--seeds", seeds)) if given]
             if ignored:
                 raise click.UsageError(f"{', '.join(ignored)} apply to running a study, not to --status/--report")
             if show_status:
@@ -87,7 +93,7 @@ def study(name: str | None, preset: str, grid_file: Path | None, out: Path | Non
                 click.echo(f"report: {files.html}\n        {files.markdown}")
             return
         summary = run_study(the_study, preset, out, executor=executor, workers=workers, ray_address=ray_address,
-                            progress=progress, parquet=parquet, db=db, grid_file=grid_file)
+                            progress=progress, parquet=parquet, db=db, grid_file=grid_file, seeds=seeds)
     except HesslensError as exc:
         raise StudyFailure(exc) from exc
     except sqlite3.Error as exc:  # the database went bad mid-run (disk full, damaged by another program)

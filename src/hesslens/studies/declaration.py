@@ -5,20 +5,25 @@ A *study* is many runs of one function over a grid of configurations. It is decl
     @dataclass(frozen=True)
     class Config:
         lr: float = param(0.1, gt=0, doc="step size η")
-        seed: int = param(0, ge=0)
+        seed: int = param(0, ge=0)            # optional: filled by hesslens with each run's seed
         width: int = 16
         activation: Literal["tanh", "relu"] = "tanh"
 
-    def run(config: Config) -> dict:          # or run(config, ctx) to get a RunContext
-        ...
+    def run(config: Config, ctx: RunContext) -> dict:   # or run(config)
+        ...                                   # ctx.seed: the replicate seed; ctx.save_artifact(name, array)
         return {"loss": 0.12, "accuracy": 0.97}   # a flat record of scalars
-        # or (record, series) with series = [(step, key, value), ...] or a DataFrame
+        # or (record, series) with series = [(step, key, value), ...] or a DataFrame,
+        # or (record, series, {name: array | DataFrame | dict}) to store artifacts (see .artifacts)
 
-    STUDY = Study(name="mine", config=Config, run=run,
-                  presets={"smoke": {"lr": [0.1, 1.0], "seed": 0},
-                           "full": {"lr": [0.01, 0.1, 1.0], "seed": [0, 1, 2], "width": [16, 64]}})
+    STUDY = Study(name="mine", config=Config, run=run, seeds={"smoke": 1, "full": 5},
+                  presets={"smoke": {"lr": [0.1, 1.0]},
+                           "full": {"lr": [0.01, 0.1, 1.0], "width": [16, 64]}})
 
-A preset is a *grid*: a mapping field -> list of values (an axis) or a single value (fixed), expanded
+Every configuration runs once per seed (see :mod:`.seeds`): ``seeds`` is an int (every preset) or a
+mapping preset → count (presets not named: 1), overridden per invocation by ``--seeds``; presets do
+not set ``seed`` themselves.
+
+A preset is a *grid* (:mod:`.grids`): a mapping field -> list of values (an axis) or a single value (fixed), expanded
 as the Cartesian product of its axes, in the declared order (last axis fastest); or a list of such
 mappings, whose expansions are concatenated (a union of grids; a list of mappings of plain values is
 just an explicit list of configurations). For a field whose type is itself a sequence (``tuple[int,
@@ -33,8 +38,9 @@ dataclass's own ``__post_init__`` checks. Each failure names the field and the b
 as :class:`hesslens.errors.InvalidInputError`.
 
 Each configuration has a *run key*: the first 16 hex digits of SHA-256 of its canonical JSON (fields
-sorted, defaults included, after type coercion, so ``lr=1`` and ``lr=1.0`` are the same run). The key
-identifies a run in the store across invocations and presets, which is what makes resuming possible.
+sorted, defaults included, after type coercion, so ``lr=1`` and ``lr=1.0`` are the same run; the
+``seed`` field left out). The key and the seed identify a run in the store across invocations and
+presets, which is what makes resuming possible.
 Adding a field to the dataclass changes every key (new runs), deliberately: the field might matter.
 """
 
@@ -43,16 +49,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-import itertools
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, Sequence
 
-from ..errors import HesslensError, InvalidInputError
+from ..errors import InvalidInputError
+from .context import RunContext
+from .grids import _is_union, _type_hints, expand_grid, load_presets
+from .seeds import SEED_FIELD, check_counts, count_for, has_seed_field, parse_seeds, refuse_seed_axis
+
+__all__ = ["FINISHED", "STATUSES", "Diverged", "ReportContent", "RunContext", "Study", "canonical_json", "config_dict",
+           "expand_grid", "load_presets", "make_config", "param", "run_key"]
 
 #: Statuses a run can have in the store. ``done`` and ``diverged`` are final (they carry a record).
 STATUSES = ("pending", "running", "done", "failed", "diverged")
@@ -88,28 +98,6 @@ class Diverged(Exception):
 
 
 @dataclass(frozen=True)
-class RunContext:
-    """What a run function receiving a second argument gets: its key, attempt and a folder of its own.
-
-    ``artifacts`` (``OUT/runs/<run_key>``) is created on first use of :meth:`artifact_dir`; a run
-    may save checkpoints or arrays there. ``out`` is the study's output folder.
-    """
-
-    study: str
-    run_key: str
-    attempt: int
-    out: Path
-
-    @property
-    def artifacts(self) -> Path:
-        return self.out / "runs" / self.run_key
-
-    def artifact_dir(self) -> Path:
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        return self.artifacts
-
-
-@dataclass(frozen=True)
 class ReportContent:
     """What a report hook may return besides figures: tables placed above the runs table.
 
@@ -136,12 +124,15 @@ class Study:
             with columns step/key/value, or wide form with a ``step`` column). Must be a module-level
             function for the pool and Ray executors (it is pickled by reference).
         presets: mapping preset name → grid, or a path to a TOML/YAML file of presets.
-        report: optional ``report(df, out)`` or ``report(df, out, series)`` hook drawing the study's
+        report: optional ``report(df, out)``, ``report(df, out, series)`` or ``report(df, out, series,
+            artifacts)`` hook (``artifacts(run_key, seed)`` → that run's artifacts) drawing the study's
             figures; returns figure paths or matplotlib Figures (a list, or a mapping title → figure),
             or a :class:`ReportContent` that adds tables (e.g. a study's verdicts) to the report.
         description: one paragraph for the report.
         loss_keys: record entries whose NaN/inf value means the run diverged; ``None`` means every
             entry whose name contains ``"loss"``.
+        seeds: how many seeds each preset runs: an int for every preset, or a mapping preset → count
+            (presets not named: 1). Seeds are 0..N-1; ``run_study(seeds=...)``/``--seeds`` override it.
     """
 
     name: str
@@ -151,6 +142,7 @@ class Study:
     report: Callable[..., Any] | None = None
     description: str = ""
     loss_keys: tuple[str, ...] | None = None
+    seeds: int | Mapping[str, int] = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or any(c.isspace() for c in self.name):
@@ -161,6 +153,7 @@ class Study:
             raise InvalidInputError(f"study {self.name!r}: run must be callable, got {self.run!r}")
         if self.report is not None and not callable(self.report):
             raise InvalidInputError(f"study {self.name!r}: report must be callable or None, got {self.report!r}")
+        self.seeds = check_counts(self.name, self.seeds)
 
     # -- presets -----------------------------------------------------------------------------------
     def preset_table(self, grid_file: str | Path | None = None) -> dict[str, Any]:
@@ -191,6 +184,9 @@ class Study:
         rows = expand_grid(spec, self.config, where=f"study {self.name!r}, {label}")
         if not rows:
             raise InvalidInputError(f"study {self.name!r}, {label}: the grid has no configurations")
+        refuse_seed_axis(rows, f"study {self.name!r}, {label}")
+        if has_seed_field(self.config):  # a placeholder: the runner sets each run's seed
+            rows = [{**row, SEED_FIELD: 0} for row in rows]
         configs, errors = [], []
         for i, row in enumerate(rows):
             try:
@@ -205,6 +201,10 @@ class Study:
         for c in configs:
             unique.setdefault(run_key(c), c)
         return list(unique.values())
+
+    def seeds_for(self, preset: str, override: int | str | Sequence[int] | None = None) -> tuple[int, ...]:
+        """The seeds a run of ``preset`` uses: ``override`` (see :func:`.seeds.parse_seeds`) or the declared count."""
+        return parse_seeds(override if override is not None else count_for(self.seeds, preset))
 
     def run_arity(self) -> int:
         """1 if ``run(config)``, 2 if ``run(config, ctx)``."""
@@ -227,105 +227,7 @@ def _positional_arity(fn: Callable[..., Any], study: str, what: str, allowed: tu
                             f"arguments, its signature is {what}{sig}")
 
 
-# -- grids ---------------------------------------------------------------------------------------
-def expand_grid(spec: Any, config_cls: type | None = None, *, where: str = "grid") -> list[dict[str, Any]]:
-    """The configurations (plain dicts) of a grid spec, in order; see the module docstring.
-
-    >>> expand_grid({"lr": [0.1, 1.0], "seed": [0, 1], "width": 8})
-    [{'lr': 0.1, 'seed': 0, 'width': 8}, {'lr': 0.1, 'seed': 1, 'width': 8}, {'lr': 1.0, 'seed': 0, 'width': 8}, {'lr': 1.0, 'seed': 1, 'width': 8}]
-    >>> expand_grid([{"lr": 0.1}, {"lr": [1.0, 2.0], "seed": 3}])
-    [{'lr': 0.1}, {'lr': 1.0, 'seed': 3}, {'lr': 2.0, 'seed': 3}]
-    """
-    if isinstance(spec, Mapping):
-        sequence_fields = _sequence_fields(config_cls) if config_cls is not None else set()
-        names, axes = [], []
-        for name, value in spec.items():
-            if not isinstance(name, str):
-                raise InvalidInputError(f"{where}: field names must be strings, got {name!r}")
-            if isinstance(value, (list, tuple)) and not (
-                    name in sequence_fields and not any(isinstance(v, (list, tuple)) for v in value)):
-                if len(value) == 0:
-                    raise InvalidInputError(f"{where}: axis {name!r} is an empty list")
-                axes.append(list(value))
-            else:
-                axes.append([value])
-            names.append(name)
-        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
-    if isinstance(spec, (list, tuple)):
-        rows: list[dict[str, Any]] = []
-        for i, part in enumerate(spec):
-            if not isinstance(part, Mapping):
-                raise InvalidInputError(f"{where}: item #{i} of the grid list must be a mapping of fields, "
-                                        f"got {type(part).__name__} {part!r}")
-            rows.extend(expand_grid(part, config_cls, where=where))
-        return rows
-    raise InvalidInputError(f"{where}: a grid is a mapping field -> values or a list of such mappings, "
-                            f"got {type(spec).__name__} {spec!r}")
-
-
-def load_presets(path: str | Path) -> dict[str, Any]:
-    """Presets from a TOML file (``tomllib``; ``tomli`` on Python 3.10) or a YAML file (needs PyYAML).
-
-    Each top-level table is a preset: ``[smoke]`` with ``lr = [0.1, 1.0]`` is a grid, ``[[smoke]]``
-    repeated is a list of grids (a union).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"grid file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise HesslensError(f"reading {path.name} needs PyYAML: pip install pyyaml (or use a .toml file)") from None
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"grid file {str(path)!r} is not valid YAML: {exc}") from exc
-    else:
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib  # type: ignore[no-redef]
-            except ImportError:
-                raise HesslensError("reading TOML on Python 3.10 needs tomli: pip install tomli") from None
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInputError(f"grid file {str(path)!r} is not valid TOML: {exc}") from exc
-    if not isinstance(data, Mapping) or not data:
-        raise InvalidInputError(f"grid file {str(path)!r} must hold one table per preset, e.g. [smoke]")
-    for name, spec in data.items():
-        if not isinstance(spec, (Mapping, list)):
-            raise InvalidInputError(f"grid file {str(path)!r}: preset {name!r} must be a table or an array of "
-                                    f"tables, got {type(spec).__name__} {spec!r}")
-    return dict(data)
-
-
 # -- validation ----------------------------------------------------------------------------------
-def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward references: fall back to no type checks for those
-        return {f.name: (f.type if not isinstance(f.type, str) else Any) for f in dataclasses.fields(cls)}
-
-
-def _sequence_fields(cls: type) -> set[str]:
-    hints = _type_hints(cls)
-    out = set()
-    for f in dataclasses.fields(cls):
-        tp = hints.get(f.name, Any)
-        members = typing.get_args(tp) if _is_union(tp) else (tp,)
-        if any(typing.get_origin(m) in (tuple, list) or m in (tuple, list) for m in members):
-            out.add(f.name)
-    return out
-
-
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) is Union or isinstance(tp, types.UnionType)
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -478,12 +380,15 @@ def canonical_json(config: Any) -> str:
 
 
 def run_key(config: Any) -> str:
-    """Stable identity of a configuration: ``sha256(canonical_json(config))[:16]``.
+    """Stable identity of a configuration, whatever its seed: ``sha256(canonical_json(config))[:16]``
+    with the ``seed`` field left out (the store keys a run by this key and the seed).
 
-    >>> run_key({"lr": 0.1, "seed": 0}) == run_key({"seed": 0, "lr": 0.1})
+    >>> run_key({"lr": 0.1, "seed": 0}) == run_key({"seed": 1, "lr": 0.1}) == run_key({"lr": 0.1})
     True
     """
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+    data = config_dict(config) if dataclasses.is_dataclass(config) else dict(config)
+    data.pop(SEED_FIELD, None)
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
 
 def _short(row: Mapping[str, Any]) -> str:

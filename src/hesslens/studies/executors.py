@@ -3,7 +3,8 @@
 Every executor gets the :class:`Job` (the study's run function, pickled once) and an iterator of
 pending runs, asks the runner's ``claim`` callback for a :class:`Task` right before submitting one
 (that is when the run is marked ``running`` in the database), and yields an :class:`Outcome` as each
-run completes. Outcomes are plain data (a flat record, a list of series points, an error text), so
+run completes. Outcomes are plain data (a flat record, a list of series points, encoded artifacts,
+an error text), so
 they travel back from pool workers and Ray tasks, and the driver writes them to SQLite as they arrive.
 
 * ``inline`` runs one configuration after another in this process.
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import HesslensError, InvalidInputError
+from .artifacts import Artifact, encode_all, merge
 from .declaration import Diverged, RunContext
 from .processes import die_with_parent
 
@@ -59,8 +61,11 @@ class Job:
 
 @dataclass(frozen=True)
 class Pending:
+    """A run to do: a configuration (its key) with one seed; ``config.seed`` is already filled, if declared."""
+
     run_key: str
     config: Any
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Task:
     run_key: str
     config: Any
     attempt: int
+    seed: int = 0
 
 
 @dataclass
@@ -79,6 +85,8 @@ class Outcome:
     error: str | None = None
     seconds: float = 0.0
     worker: str = ""
+    seed: int = 0
+    artifacts: list[Artifact] = field(default_factory=list)
 
 
 def _worker_name() -> str:
@@ -145,10 +153,13 @@ def normalize_series(series: Any) -> list[tuple[float, str, float]]:
     return out
 
 
-def split_result(result: Any) -> tuple[dict[str, Any], list[tuple[float, str, float]]]:
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Mapping):
-        return normalize_record(result[0]), normalize_series(result[1])
-    return normalize_record(result), []
+def split_result(result: Any) -> tuple[dict[str, Any], list[tuple[float, str, float]], list[Artifact]]:
+    """A run's return value as (record, series, artifacts): a record, ``(record, series)`` or
+    ``(record, series, {name: array | DataFrame | dict})``."""
+    if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], Mapping):
+        artifacts = encode_all(result[2]) if len(result) == 3 else []
+        return normalize_record(result[0]), normalize_series(result[1]), artifacts
+    return normalize_record(result), [], []
 
 
 def is_diverged(record: Mapping[str, Any], loss_keys: tuple[str, ...] | None) -> bool:
@@ -166,10 +177,11 @@ def is_diverged(record: Mapping[str, Any], loss_keys: tuple[str, ...] | None) ->
 def execute_task(job: Job, task: Task) -> Outcome:
     """Run one configuration; never raises for an ordinary exception (it becomes a ``failed`` outcome)."""
     t0 = time.perf_counter()
-    ctx = RunContext(study=job.study, run_key=task.run_key, attempt=task.attempt, out=Path(job.out))
+    ctx = RunContext(study=job.study, run_key=task.run_key, attempt=task.attempt, out=Path(job.out), seed=task.seed)
     try:
         result = job.run(task.config) if job.arity == 1 else job.run(task.config, ctx)
-        record, series = split_result(result)
+        record, series, returned = split_result(result)
+        artifacts = merge(ctx.saved_artifacts(), returned)
         status = "diverged" if is_diverged(record, job.loss_keys) else "done"
         error = None
     except Diverged as exc:
@@ -178,17 +190,18 @@ def execute_task(job: Job, task: Task) -> Outcome:
         except InvalidInputError:
             record = {}
         record.setdefault("diverged", True)
-        status, series, error = "diverged", [], str(exc)
+        # What the run saved before it diverged (e.g. the history up to the blow-up) is kept.
+        status, series, error, artifacts = "diverged", [], str(exc), ctx.saved_artifacts()
     except Exception:
         return Outcome(task.run_key, "failed", error=traceback.format_exc(), seconds=time.perf_counter() - t0,
-                       worker=_worker_name())
+                       worker=_worker_name(), seed=task.seed)
     return Outcome(task.run_key, status, record=record, series=series, error=error,
-                   seconds=time.perf_counter() - t0, worker=_worker_name())
+                   seconds=time.perf_counter() - t0, worker=_worker_name(), seed=task.seed, artifacts=artifacts)
 
 
 def failed_outcome(task: Task, exc: BaseException, note: str = "") -> Outcome:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Outcome(task.run_key, "failed", error=(note + "\n" if note else "") + text)
+    return Outcome(task.run_key, "failed", error=(note + "\n" if note else "") + text, seed=task.seed)
 
 
 def _single_thread() -> None:

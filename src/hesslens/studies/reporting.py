@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import HesslensError, InvalidInputError
 from ..outputs import check_folder, staged_folder
+from .artifacts import ArtifactLoader
 from .declaration import ReportContent, Study, _positional_arity
 from .export import results_frame, series_frame
 from .registry import get
@@ -71,9 +72,10 @@ def default_figures(df: pd.DataFrame, study: Study, fig_dir: Path) -> list[tuple
 
     config_cols = [f.name for f in dataclasses.fields(study.config) if f.name in df.columns]
     numeric = lambda c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])  # noqa: E731
-    xs = [c for c in config_cols if numeric(c) and df[c].nunique() > 1]
-    metrics = [c for c in df.columns if c not in config_cols and c not in ("run_key", "status", "attempts", "seconds",
-                                                                           "finished", "diverged") and numeric(c)]
+    xs = [c for c in config_cols if numeric(c) and df[c].nunique() > 1 and c != "seed"]  # seeds are replicates
+    metrics = [c for c in df.columns if c not in config_cols and c not in ("run_key", "seed", "status", "attempts",
+                                                                           "seconds", "finished", "diverged")
+               and numeric(c)]
     if not xs or not metrics or df.empty:
         return []
     x = xs[0]
@@ -162,8 +164,12 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
         content = ReportContent()
         if not df.empty:
             if study.report is not None:
-                arity = _positional_arity(study.report, study.name, "report", allowed=(2, 3))
-                result = study.report(df, stage) if arity == 2 else study.report(df, stage, series)
+                arity = _positional_arity(study.report, study.name, "report", allowed=(2, 3, 4))
+                loader = ArtifactLoader(db_path, study.name)
+                try:
+                    result = study.report(*(df, stage, series, loader)[:arity])
+                finally:
+                    loader.close()
                 if isinstance(result, ReportContent):
                     content, result = result, result.figures
                 figures = _collect_figures(result, stage, fig_dir)

@@ -32,7 +32,9 @@ Set-up (shared by every run; see ``docs/studies/sharpness.md``):
 * training: :func:`hesslens.train` with plain SGD (no momentum, weight decay, schedule or
   augmentation) or SAM over SGD, mean cross-entropy per mini-batch, stopping at the first epoch
   with ≥ 99 % training accuracy (full training set, eval mode) or at ``max_epochs`` (the documented
-  cap; such runs have ``reached_target = False``); network seed 0, data-order seed 1;
+  cap; such runs have ``reached_target = False``); each configuration runs with several seeds (1 in
+  the smoke preset, 5 in the full one): seed s initialises the network with seed s and orders the
+  data with seed s + 1 (so seed 0 is the earlier single run: network seed 0, data-order seed 1);
 * ``batch_size`` ≥ the training-set size means full-batch gradient descent: the results table then
   holds the training-set size in ``batch_size`` and ``full_batch = True``;
 * λ_max: :func:`hesslens.analysis.sharpness` with protocol ``"kaur2023"`` (mean loss over 1,000
@@ -84,8 +86,7 @@ class SharpnessConfig:
     batch_size: int = param(32, ge=1, doc="mini-batch size; ≥ the training-set size means full batch (GD)")
     max_epochs: int = param(300, ge=1, doc="cap on epochs when 99 % training accuracy is not reached")
     until_train_acc: float = param(0.99, gt=0, le=1, doc="stop at this training accuracy")
-    net_seed: int = param(0, ge=0, doc="initialisation seed")
-    data_seed: int = param(1, ge=0, doc="data-order seed")
+    seed: int = param(0, ge=0, doc="replicate seed, filled by hesslens: network init = seed, data order = seed + 1")
     track_every: int = param(0, ge=0, doc="record λ_max every this many epochs (0 = only at the end)")
     interpolate: bool = param(False, doc="λ_max as the max over 8 points towards one more SGD step")
     tol: float = param(1e-4, gt=0, doc="Lanczos relative residual tolerance")
@@ -118,15 +119,15 @@ def _dataset(name: str, n_train: int):
 
 
 def build_model(config: SharpnessConfig, info: Any):
-    """The run's network, initialised from ``config.net_seed``."""
+    """The run's network, initialised from ``config.seed``."""
     from .. import models
 
     classes = info.n_classes
     if config.arch == "mlp":
         return models.mlp(info.n_features, (config.hidden, config.hidden), classes, dropout=config.dropout,
-                          seed=config.net_seed)
+                          seed=config.seed)
     return models.vgg1d(info.input_shape[0], classes, channels=(config.channels, 2 * config.channels),
-                        batchnorm=config.batchnorm, seed=config.net_seed)
+                        batchnorm=config.batchnorm, seed=config.seed)
 
 
 def run_sharpness(config: SharpnessConfig) -> tuple[dict, list]:
@@ -170,7 +171,7 @@ def _run(config: SharpnessConfig) -> tuple[dict, list]:
         callbacks.append(tracker)
     result = train(model, ds, config.optimizer, batch_size=bs, lr=config.lr, until_train_acc=config.until_train_acc,
                    max_epochs=config.max_epochs, rho=config.rho if config.optimizer == "sam" else None,
-                   seed=config.data_seed, callbacks=callbacks)
+                   seed=config.seed + 1, callbacks=callbacks)
     train_seconds = time.perf_counter() - t0
     record: dict[str, Any] = {
         "lambda_max": math.nan, "train_acc": result.train_acc, "test_acc": result.test_acc,
@@ -290,7 +291,7 @@ def usable_runs(df: pd.DataFrame, min_train_acc: float = MIN_TRAIN_ACC) -> tuple
 #: What makes two runs the same training run (grids share some configurations, e.g. η = 0.2, B = 32
 #: is in grids lr_bs and sam): the τ table and the λ_max-vs-test figure count each once.
 TRAINING_KEY = ("dataset", "n_train", "arch", "hidden", "channels", "dropout", "batchnorm", "optimizer", "rho", "lr",
-                "batch_size", "until_train_acc", "net_seed", "data_seed", "interpolate", "epochs")
+                "batch_size", "until_train_acc", "seed", "interpolate", "epochs")
 
 
 def distinct_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -672,7 +673,7 @@ def figures(analysis: SharpnessAnalysis, series: pd.DataFrame | None = None) -> 
         gd = runs[runs["full_batch"] & (runs["arch"] == "mlp")].sort_values("lr")
         i = 0
         for _, r in gd.iterrows():
-            s = lam[lam["run_key"] == r["run_key"]].sort_values("step")
+            s = lam[(lam["run_key"] == r["run_key"]) & (lam["seed"] == r.get("seed", 0))].sort_values("step")
             if not len(s):
                 continue
             ax.plot(s["step"], s["value"], "o-", ms=2.5, lw=1, color=f"C{i}", label=f"η = {r['lr']:g}")
@@ -793,7 +794,7 @@ def _presets() -> dict[str, Any]:
          "interpolate": True},
     ]
     # Full: MNIST-1D, MLP 40-256-256-10 / VGG-1D 16-32. Longest runs first so that the pool ends evenly
-    # (measured on the 2-core machine: 873 s with --executor pool --workers 2).
+    # (measured on the 2-core machine: 873 s per seed with --executor pool --workers 2; 5 seeds by default).
     lrs = [0.05, 0.1, 0.2, 0.4, 0.8]
     full = [
         # grids 1 and 6: full-batch GD, λ_max tracked every 50 steps
@@ -828,6 +829,7 @@ STUDY = register(Study(
     config=SharpnessConfig,
     run=run_sharpness,
     presets=_presets(),
+    seeds={"smoke": 1, "full": 5},
     report=report_sharpness,
     description="Sharpness and generalization (Kaur, Cohen & Lipton 2023, arXiv 2206.10654) at CPU scale on "
                 "MNIST-1D: plain SGD / SAM to 99 % training accuracy over grids of learning rate × batch size "

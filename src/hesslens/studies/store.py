@@ -1,17 +1,21 @@
 """The study database: one SQLite file (stdlib ``sqlite3``) holding every run and its time series.
 
-Tables::
+Tables (:mod:`.schema`)::
 
-    runs(study, run_key, config JSON, status, record JSON, error, created_at, started_at, finished_at,
-         seconds, attempts, host, pid, worker, pid_start)   primary key (study, run_key)
-    series(study, run_key, step, key, value)           primary key (study, run_key, key, step)
-    presets(study, preset, run_key)                    which preset asked for which run
+    runs(study, run_key, seed, config JSON, status, record JSON, error, created_at, started_at,
+         finished_at, seconds, attempts, host, pid, worker, pid_start)  primary key (study, run_key, seed)
+    series(study, run_key, seed, step, key, value)     primary key (study, run_key, seed, key, step)
+    artifacts(study, run_key, seed, name, kind, data)  primary key (study, run_key, seed, name)
+    presets(study, preset, run_key, seed)              which preset asked for which run
     meta(key, value)                                   schema version
+
+A run is one configuration (its run key) with one seed (:mod:`.seeds`); ``seed`` arguments below
+default to 0. Artifacts are typed blobs (:mod:`.artifacts`).
 
 Durability: the journal is in WAL mode with ``synchronous=FULL`` and every write is one explicit
 ``BEGIN IMMEDIATE … COMMIT`` transaction. A run is marked ``running`` (attempt + 1, host and pid of the
 process that claimed it) in one transaction before it starts, and becomes ``done``/``diverged`` in the
-single transaction that also writes its record and its series. So a runner killed at any instant
+single transaction that also writes its record, its series and its artifacts. So a runner killed at any instant
 leaves each run either finished with all its data, or ``running``/``pending``/``failed`` with none of
 it; the next invocation redoes exactly the unfinished ones.
 
@@ -43,52 +47,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..errors import HesslensError, InvalidInputError
+from .artifacts import Artifact, decode
 from .declaration import FINISHED, STATUSES
+from .schema import SCHEMA, SCHEMA_VERSION, SUPERSEDED, UPGRADABLE, create_database
 from .processes import identity
-
-SCHEMA_VERSION = "2"
-#: Older versions this code upgrades in place: 1 lacked ``pid_start`` (claimers identified by PID only).
-#: The upgrade bumps the version, so a hesslens that still writes version 1 (and would leave a stale
-#: ``pid_start`` behind on claiming) refuses the upgraded file instead of sharing it.
-UPGRADABLE = ("1",)
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    study       TEXT NOT NULL,
-    run_key     TEXT NOT NULL,
-    config      TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ({', '.join(repr(s) for s in STATUSES)})),
-    record      TEXT,
-    error       TEXT,
-    created_at  REAL NOT NULL,
-    started_at  REAL,
-    finished_at REAL,
-    seconds     REAL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    host        TEXT,
-    pid         INTEGER,
-    worker      TEXT,
-    pid_start   TEXT,
-    PRIMARY KEY (study, run_key)
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (study, status);
-CREATE TABLE IF NOT EXISTS series (
-    study   TEXT NOT NULL,
-    run_key TEXT NOT NULL,
-    step    REAL NOT NULL,
-    key     TEXT NOT NULL,
-    value   REAL,
-    PRIMARY KEY (study, run_key, key, step)
-);
-CREATE TABLE IF NOT EXISTS presets (
-    study   TEXT NOT NULL,
-    preset  TEXT NOT NULL,
-    run_key TEXT NOT NULL,
-    PRIMARY KEY (study, preset, run_key)
-);
-"""
-
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _AFRESH = "delete it (or move it away) to start the study afresh, which runs every configuration again"
@@ -101,33 +63,6 @@ class StoreError(HesslensError):
 def _refuse(path: Path, problem: str, remedy: str = _AFRESH) -> StoreError:
     return StoreError(f"study database {str(path)!r} {problem}. Nothing was run and no file was changed "
                       f"(results.csv included): restore it from a backup, or {remedy}")
-
-
-def _create(path: Path) -> None:
-    """Build an empty study database under a temporary name, then link it into place whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
-    try:
-        conn = sqlite3.connect(str(tmp), isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            conn.execute("COMMIT")
-        finally:
-            conn.close()  # the last connection checkpoints the WAL into the file
-        try:
-            os.link(tmp, path)  # atomic, and never replaces a database another runner created meanwhile
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links
-            if not path.exists():
-                os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
 
 
 def _check_header(path: Path) -> None:
@@ -154,7 +89,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             try:
-                _create(self.path)
+                create_database(self.path)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot create study database {str(self.path)!r}: {exc}; choose another --db "
                                  "or --out, or make its folder writable") from None
@@ -188,6 +123,13 @@ class Store:
             if version is None or "runs" not in tables:
                 raise _refuse(self.path, "is a SQLite database but not a hesslens study database (its tables: "
                                          f"{', '.join(sorted(tables))})", "give another --db or --out")
+            if version[0] in SUPERSEDED:
+                raise StoreError(
+                    f"study database {str(self.path)!r} has schema version {version[0]!r}, written by an earlier "
+                    f"hesslens ({SUPERSEDED[version[0]]}); this hesslens reads version {SCHEMA_VERSION!r}, where "
+                    "every run is a (configuration, seed) pair. Nothing was run and no file was changed: run the "
+                    "study again into a new --out (or --db), or move this file away; its results.csv stays "
+                    "readable, and the hesslens that wrote it can still resume it")
             if version[0] != SCHEMA_VERSION and version[0] not in UPGRADABLE:
                 raise _refuse(self.path, f"has schema version {version[0]!r}; this hesslens reads version "
                                          f"{SCHEMA_VERSION!r}", "use the hesslens version that wrote it")
@@ -196,12 +138,9 @@ class Store:
             self._conn.execute("PRAGMA journal_mode = DELETE")
         self._conn.execute("PRAGMA synchronous = FULL")
         with self.transaction() as c:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in filter(str.strip, SCHEMA.split(";")):
                 c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            columns = {r[1] for r in c.execute("PRAGMA table_info(runs)")}
-            if "pid_start" not in columns:  # version 1: claimers identified by PID only
-                c.execute("ALTER TABLE runs ADD COLUMN pid_start TEXT")
             c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -232,18 +171,20 @@ class Store:
         return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
     # -- writes ------------------------------------------------------------------------------------
-    def add_runs(self, study: str, preset: str | None, runs: Iterable[tuple[str, str]]) -> int:
-        """Insert ``(run_key, config_json)`` pairs as ``pending`` (existing rows untouched); returns new rows."""
+    def add_runs(self, study: str, preset: str | None, runs: Iterable[Sequence[Any]]) -> int:
+        """Insert ``(run_key, seed, config_json)`` triples (or ``(run_key, config_json)`` pairs: seed 0) as
+        ``pending``, existing rows untouched; returns the number of new rows."""
         now = time.time()
         added = 0
         with self.transaction() as c:
-            for key, config_json in runs:
-                cur = c.execute("INSERT OR IGNORE INTO runs (study, run_key, config, status, created_at) "
-                                "VALUES (?, ?, ?, 'pending', ?)", (study, key, config_json, now))
+            for run in runs:
+                key, seed, config_json = (run[0], 0, run[1]) if len(run) == 2 else run
+                cur = c.execute("INSERT OR IGNORE INTO runs (study, run_key, seed, config, status, created_at) "
+                                "VALUES (?, ?, ?, ?, 'pending', ?)", (study, key, int(seed), config_json, now))
                 added += cur.rowcount
                 if preset is not None:
-                    c.execute("INSERT OR IGNORE INTO presets (study, preset, run_key) VALUES (?, ?, ?)",
-                              (study, preset, key))
+                    c.execute("INSERT OR IGNORE INTO presets (study, preset, run_key, seed) VALUES (?, ?, ?, ?)",
+                              (study, preset, key, int(seed)))
         return added
 
     def _claimable(self, row: Mapping[str, Any] | None) -> bool:
@@ -254,71 +195,88 @@ class Store:
             if now is None:  # its runner is gone (killed, crashed)
                 return True
             # Alive: the claimer only if it started when the claimer did (a PID is reused once freed).
-            # Without both start times (an older database, no /proc or ps) the PID is all there is.
+            # Without both start times (no /proc or ps) the PID is all there is.
             return bool(row["pid_start"] and now and now != row["pid_start"])
         return True
 
-    def claim(self, study: str, key: str) -> int | None:
+    def claim(self, study: str, key: str, seed: int = 0) -> int | None:
         """Mark a run ``running`` for this process; returns its attempt number, or None if it is not
         claimable (finished, unknown, or being run by another live process on this host)."""
+        where = (study, key, int(seed))
         with self.transaction() as c:
-            row = c.execute("SELECT status, host, pid, pid_start FROM runs WHERE study = ? AND run_key = ?",
-                            (study, key)).fetchone()
+            row = c.execute("SELECT status, host, pid, pid_start FROM runs "
+                            "WHERE study = ? AND run_key = ? AND seed = ?", where).fetchone()
             if not self._claimable(row):
                 return None
             c.execute("UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = ?, "
                       "finished_at = NULL, host = ?, pid = ?, pid_start = ?, worker = NULL "
-                      "WHERE study = ? AND run_key = ?", (time.time(), self.host, self.pid, self.pid_start, study, key))
-            return int(c.execute("SELECT attempts FROM runs WHERE study = ? AND run_key = ?",
-                                 (study, key)).fetchone()[0])
+                      "WHERE study = ? AND run_key = ? AND seed = ?",
+                      (time.time(), self.host, self.pid, self.pid_start, *where))
+            return int(c.execute("SELECT attempts FROM runs WHERE study = ? AND run_key = ? AND seed = ?",
+                                 where).fetchone()[0])
 
-    def finish(self, study: str, key: str, status: str, *, record: Mapping[str, Any] | None = None,
-               series: Sequence[tuple[float, str, float]] = (), error: str | None = None,
-               seconds: float | None = None, worker: str | None = None) -> None:
-        """Write a run's outcome, its record and its series, all in one transaction."""
+    def finish(self, study: str, key: str, status: str, *, seed: int = 0, record: Mapping[str, Any] | None = None,
+               series: Sequence[tuple[float, str, float]] = (), artifacts: Sequence[Artifact] = (),
+               error: str | None = None, seconds: float | None = None, worker: str | None = None) -> None:
+        """Write a run's outcome, its record, its series and its artifacts, all in one transaction.
+
+        A ``failed`` run keeps neither series nor artifacts: only a finished run's data is stored.
+        """
         if status not in ("done", "diverged", "failed"):
             raise InvalidInputError(f"finish() takes status done, diverged or failed, got {status!r}")
         record_json = None if record is None else json.dumps(dict(record), allow_nan=True)
+        where = (study, key, int(seed))
         with self.transaction() as c:
-            found = c.execute("SELECT 1 FROM runs WHERE study = ? AND run_key = ?", (study, key)).fetchone()
+            found = c.execute("SELECT 1 FROM runs WHERE study = ? AND run_key = ? AND seed = ?", where).fetchone()
             if found is None:
-                raise InvalidInputError(f"study {study!r} has no run {key!r} in {self.path}")
+                raise InvalidInputError(f"study {study!r} has no run {key!r} with seed {seed} in {self.path}")
             # A retried run replaces whatever an earlier attempt left (there is nothing, unless it finished).
-            c.execute("DELETE FROM series WHERE study = ? AND run_key = ?", (study, key))
+            c.execute("DELETE FROM series WHERE study = ? AND run_key = ? AND seed = ?", where)
+            c.execute("DELETE FROM artifacts WHERE study = ? AND run_key = ? AND seed = ?", where)
             if status != "failed" and series:
-                c.executemany("INSERT OR REPLACE INTO series (study, run_key, step, key, value) VALUES (?, ?, ?, ?, ?)",
-                              [(study, key, float(step), str(k), _float_or_none(v)) for step, k, v in series])
+                c.executemany("INSERT OR REPLACE INTO series (study, run_key, seed, step, key, value) "
+                              "VALUES (?, ?, ?, ?, ?, ?)",
+                              [(*where, float(step), str(k), _float_or_none(v)) for step, k, v in series])
+            if status != "failed" and artifacts:
+                c.executemany("INSERT OR REPLACE INTO artifacts (study, run_key, seed, name, kind, data) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", [(*where, a.name, a.kind, a.data) for a in artifacts])
             c.execute("UPDATE runs SET status = ?, record = ?, error = ?, finished_at = ?, seconds = ?, worker = ? "
-                      "WHERE study = ? AND run_key = ?",
-                      (status, record_json, error, time.time(), seconds, worker, study, key))
+                      "WHERE study = ? AND run_key = ? AND seed = ?",
+                      (status, record_json, error, time.time(), seconds, worker, *where))
 
-    def release(self, study: str, keys: Iterable[str]) -> None:
-        """Give back runs this process claimed but did not finish (an interrupted runner): ``pending``."""
+    def release(self, study: str, runs: Iterable[str | tuple[str, int]]) -> None:
+        """Give back runs (run keys, seed 0, or ``(run_key, seed)`` pairs) this process claimed but did not
+        finish (an interrupted runner): ``pending``."""
         with self.transaction() as c:
-            for key in keys:
-                c.execute("UPDATE runs SET status = 'pending' WHERE study = ? AND run_key = ? AND status = 'running' "
-                          "AND host = ? AND pid = ?", (study, key, self.host, self.pid))
+            for run in runs:
+                key, seed = (run, 0) if isinstance(run, str) else run
+                c.execute("UPDATE runs SET status = 'pending' WHERE study = ? AND run_key = ? AND seed = ? "
+                          "AND status = 'running' AND host = ? AND pid = ?",
+                          (study, key, int(seed), self.host, self.pid))
 
     # -- reads -------------------------------------------------------------------------------------
-    def runs(self, study: str, keys: Sequence[str] | None = None, *, preset: str | None = None) -> list[dict[str, Any]]:
-        """Rows of ``runs`` (config and record decoded), in insertion order."""
+    def runs(self, study: str, keys: Sequence[str | tuple[str, int]] | None = None, *,
+             preset: str | None = None) -> list[dict[str, Any]]:
+        """Rows of ``runs`` (config and record decoded), in insertion order; ``keys`` selects run keys
+        (every seed) or ``(run_key, seed)`` pairs."""
         sql = "SELECT rowid AS _order, * FROM runs WHERE study = ?"
         args: list[Any] = [study]
         if preset is not None:
-            sql += " AND run_key IN (SELECT run_key FROM presets WHERE study = ? AND preset = ?)"
+            sql += " AND (run_key, seed) IN (SELECT run_key, seed FROM presets WHERE study = ? AND preset = ?)"
             args += [study, preset]
         rows = [dict(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
         if keys is not None:
             wanted = set(keys)
-            rows = [r for r in rows if r["run_key"] in wanted]
+            rows = [r for r in rows if r["run_key"] in wanted or (r["run_key"], r["seed"]) in wanted]
         for r in rows:
             r.pop("_order", None)
             r["config"] = json.loads(r["config"])
             r["record"] = None if r["record"] is None else json.loads(r["record"])
         return rows
 
-    def status_of(self, study: str, key: str) -> str | None:
-        row = self._conn.execute("SELECT status FROM runs WHERE study = ? AND run_key = ?", (study, key)).fetchone()
+    def status_of(self, study: str, key: str, seed: int = 0) -> str | None:
+        row = self._conn.execute("SELECT status FROM runs WHERE study = ? AND run_key = ? AND seed = ?",
+                                 (study, key, int(seed))).fetchone()
         return None if row is None else row[0]
 
     def counts(self, study: str, preset: str | None = None) -> dict[str, int]:
@@ -326,7 +284,7 @@ class Store:
         sql = "SELECT status, COUNT(*) FROM runs WHERE study = ?"
         args: list[Any] = [study]
         if preset is not None:
-            sql += " AND run_key IN (SELECT run_key FROM presets WHERE study = ? AND preset = ?)"
+            sql += " AND (run_key, seed) IN (SELECT run_key, seed FROM presets WHERE study = ? AND preset = ?)"
             args += [study, preset]
         found = dict(self._conn.execute(sql + " GROUP BY status", args).fetchall())
         return {s: int(found.get(s, 0)) for s in STATUSES}
@@ -338,14 +296,27 @@ class Store:
     def studies(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT study FROM runs GROUP BY study ORDER BY MIN(rowid)")]
 
-    def series(self, study: str, keys: Sequence[str] | None = None) -> list[tuple[str, float, str, float | None]]:
-        """``(run_key, step, key, value)`` rows, ordered by run, key and step."""
-        rows = self._conn.execute("SELECT run_key, step, key, value FROM series WHERE study = ? "
-                                  "ORDER BY run_key, key, step", (study,)).fetchall()
+    def series(self, study: str, keys: Sequence[str | tuple[str, int]] | None = None
+               ) -> list[tuple[str, int, float, str, float | None]]:
+        """``(run_key, seed, step, key, value)`` rows, ordered by run, seed, key and step."""
+        rows = self._conn.execute("SELECT run_key, seed, step, key, value FROM series WHERE study = ? "
+                                  "ORDER BY run_key, seed, key, step", (study,)).fetchall()
         if keys is not None:
             wanted = set(keys)
-            rows = [r for r in rows if r[0] in wanted]
+            rows = [r for r in rows if r[0] in wanted or (r[0], r[1]) in wanted]
         return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def artifact_rows(self, study: str) -> list[tuple[str, int, str, str, bytes]]:
+        """Every stored artifact of ``study`` as ``(run_key, seed, name, kind, data)``, encoded."""
+        return [tuple(r) for r in self._conn.execute(  # type: ignore[misc]
+            "SELECT run_key, seed, name, kind, data FROM artifacts WHERE study = ? ORDER BY run_key, seed, name",
+            (study,))]
+
+    def artifacts(self, study: str, run_key: str, seed: int = 0) -> dict[str, Any]:
+        """The artifacts one run stored, decoded: name → NumPy array, DataFrame or dict (empty if none)."""
+        rows = self._conn.execute("SELECT name, kind, data FROM artifacts WHERE study = ? AND run_key = ? AND seed = ? "
+                                  "ORDER BY name", (study, run_key, int(seed))).fetchall()
+        return {name: decode(kind, bytes(data)) for name, kind, data in rows}
 
 
 def _float_or_none(v: Any) -> float | None:

@@ -260,6 +260,63 @@ def test_spec_without_colon(user_module):
     _fails(["--model", user_module, "--data", f"{user_module}:batches"], "module:attribute")
 
 
+def test_missing_file_is_named(tmp_path):
+    missing = tmp_path / "nowhere.py"
+    _fails(["--model", f"{missing}:make", "--data", f"{missing}:batches"], "no such file", "nowhere.py", "--model")
+
+
+def test_missing_dotted_attribute_says_which_part(user_module):
+    _fails(["--model", f"{user_module}:MODEL.nope", "--data", f"{user_module}:batches"],
+           "'MODEL.nope'", "'MODEL' has no attribute 'nope'")
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["module", "file"])
+def test_an_import_that_raises_inside_the_users_module_is_named(tmp_path, monkeypatch, as_file):
+    name = f"hl_broken_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text("x = 1\nraise ZeroDivisionError('boom in user code')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = str(tmp_path / f"{name}.py") if as_file else name
+    output = _fails(["--model", f"{module}:make", "--data", f"{module}:batches"],
+                    "--model", f"importing '{module}'", "raised ZeroDivisionError: boom in user code")
+    assert "cannot import module" not in output and name not in sys.modules  # a failed import leaves nothing
+
+
+def test_a_missing_dependency_of_the_users_module_is_not_a_missing_module(tmp_path, monkeypatch):
+    name = f"hl_needs_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text("import no_such_dependency_qq\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    output = _fails(["--model", f"{name}:make", "--data", f"{name}:batches"],
+                    f"importing '{name}'", "raised ModuleNotFoundError", "'no_such_dependency_qq'")
+    assert "cannot import module" not in output
+
+
+def test_loader_imports_a_file_once_and_its_functions_pickle(tmp_path):
+    import pickle
+
+    from hesslens.loading import ObjectLoadError, import_user_module, load_object
+
+    name = f"hl_file_{uuid.uuid4().hex[:10]}"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / f"{name}_helper.py").write_text("VALUE = 7\n")
+    (tmp_path / "sub" / f"{name}.py").write_text(f"from {name}_helper import VALUE\n\ndef f():\n    return VALUE\n")
+    file = tmp_path / "sub" / f"{name}.py"
+    try:
+        f = load_object(f"{file}:f")
+        assert f() == 7  # its folder is on sys.path: neighbours import
+        assert load_object(f"{file}:f") is f and import_user_module(str(file)) is sys.modules[name]
+        assert pickle.loads(pickle.dumps(f)) is f  # by reference, as the pool and Ray executors need
+        for spec, kind in [("no_colon", "spec"), (f"{file}:", "spec"), (f"{tmp_path}/x.py:f", "not_found"),
+                           ("no_such_module_qq:f", "not_found"), (f"{file}:g", "attribute")]:
+            with pytest.raises(ObjectLoadError) as info:
+                load_object(spec, "--thing")
+            assert info.value.kind == kind and "--thing" in str(info.value)
+    finally:
+        sys.modules.pop(name, None)
+        sys.modules.pop(f"{name}_helper", None)
+        while str(tmp_path / "sub") in sys.path:
+            sys.path.remove(str(tmp_path / "sub"))
+
+
 def test_factory_must_return_a_module(user_module):
     _fails(["--model", f"{user_module}:not_a_model", "--data", f"{user_module}:batches"], "int", "nn.Module")
 

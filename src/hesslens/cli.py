@@ -10,19 +10,17 @@
   returns one ``(inputs, targets)`` batch, a list of batches or a DataLoader.
 
 ``module`` is an importable module name (the current directory is searched first, as with
-``python -m``) or a path to a ``.py`` file. Errors raised by hesslens (bad data, a stochastic
-loss, a memory budget) are printed as one line and exit with status 2, like usage errors.
+``python -m``) or a path to a ``.py`` file, resolved by :mod:`hesslens.loading`. Errors raised by
+hesslens (bad data, a stochastic loss, a memory budget) are printed as one line and exit with
+status 2, like usage errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import math
 import os
 import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, loading
 from .errors import HesslensError
 
 LOSSES = ("cross_entropy", "mse")
@@ -63,44 +61,13 @@ SEED = click.IntRange(min=0, max=2**63 - 1)
 
 
 # -- loading the user's objects -------------------------------------------------------------------
-def _import_module(name: str, option: str, spec: str):
-    if name.endswith(".py") or os.sep in name or "/" in name:
-        path = Path(name)
-        if not path.is_file():
-            raise click.BadParameter(f"no such file {name!r} (from {spec!r})", param_hint=option)
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if module_spec is None or module_spec.loader is None:
-            raise click.BadParameter(f"cannot import {name!r} as a Python module", param_hint=option)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise click.BadParameter(f"importing {name!r} failed: {type(exc).__name__}: {exc}", param_hint=option) from exc
-        return module
-    # Console scripts do not put the working directory on sys.path; users expect `python -m` behaviour.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise click.BadParameter(f"cannot import module {name!r} (from {spec!r}): {exc}", param_hint=option) from exc
-    except Exception as exc:
-        raise click.BadParameter(f"importing module {name!r} failed: {type(exc).__name__}: {exc}", param_hint=option) from exc
-
-
 def load_object(spec: str, option: str) -> Any:
-    """Resolve ``module:attribute`` (attribute may be dotted), naming ``option`` in every error."""
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise click.BadParameter(f"expected module:attribute (e.g. mypackage.models:make_model), got {spec!r}",
-                                 param_hint=option)
-    obj = _import_module(module_name, option, spec)
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}", param_hint=option) from None
-    return obj
+    """Resolve ``module:attribute`` (attribute may be dotted) with :func:`hesslens.loading.load_object`;
+    its errors become usage errors of ``option``."""
+    try:
+        return loading.load_object(spec)
+    except loading.ObjectLoadError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
 
 
 def _call(obj: Any, spec: str, option: str) -> Any:
@@ -356,7 +323,7 @@ def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | No
 
 def summary_table(files: Any) -> str:
     """The few lines printed at the end of ``hesslens analyze`` (ASCII, safe on any terminal)."""
-    from .report.html import fmt
+    from .render import fmt
 
     s = files.summary
 

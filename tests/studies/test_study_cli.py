@@ -1,8 +1,10 @@
-"""``hesslens study`` through click's CliRunner, and the demo study's numbers against a dense reference."""
+"""``hesslens study`` through click's CliRunner, and the demo study (``examples/demo_study.py``, loaded
+by path as a user's study is) with its numbers against a dense reference."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,16 +12,21 @@ import torch
 from click.testing import CliRunner
 from torch.nn import functional as F
 
+from hesslens.loading import import_user_module
 from hesslens.studies import get, names, register, unregister
 from hesslens.studies.cli import study
 from hesslens.studies import RunContext
-from hesslens.studies.demo import DemoConfig, _digits, build_model, run_demo
 
 from conftest import concatenated_objective, reference_hessian
 
 from _toy_study import STUDY as TOY
 
 TOY_SPEC = "_toy_study:STUDY"  # tests/studies is on sys.path under pytest's default import mode
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_study.py"
+DEMO_SPEC = f"{EXAMPLE}:STUDY"  # what `hesslens study examples/demo_study.py:STUDY` names, from anywhere
+demo = import_user_module(str(EXAMPLE))  # the same module the CLI loads (a file is imported once)
+DemoConfig, _digits, build_model, run_demo = demo.DemoConfig, demo._digits, demo.build_model, demo.run_demo
 
 
 def invoke(*args):
@@ -29,7 +36,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    result = invoke("demo", "--preset", "smoke", "--out", out)
+    result = invoke(DEMO_SPEC, "--preset", "smoke", "--out", out)
     assert result.exit_code == 0, result.output
     return out, result
 
@@ -40,8 +47,9 @@ def test_demo_smoke_runs_and_resumes(demo_out):
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 4 and set(df["status"]) == {"done"} and sorted(set(df["lr"])) == [0.05, 0.5]
     assert (df["two_over_lr"] == 2 / df["lr"]).all()
-    again = invoke("demo", "--out", out)
+    again = invoke(DEMO_SPEC, "--out", out)
     assert again.exit_code == 0 and "ran 0, skipped 4 already finished" in again.output
+    assert "demo" not in names()  # a study loaded from a file is not registered
 
 
 @pytest.fixture
@@ -79,9 +87,9 @@ def test_demo_divergence(tmp_path):
 
 def test_status_and_report(demo_out):
     out, _ = demo_out
-    result = invoke("demo", "--status", "--out", out)
+    result = invoke(DEMO_SPEC, "--status", "--out", out)
     assert result.exit_code == 0 and "4/4 finished (4 done)" in result.output and "preset smoke" in result.output
-    result = invoke("demo", "--report", "--out", out)
+    result = invoke(DEMO_SPEC, "--report", "--out", out)
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # sharpness vs η, and the loss curves
@@ -91,12 +99,13 @@ def test_status_and_report(demo_out):
 
 def test_listing_and_errors(tmp_path):
     listing = invoke()
-    assert listing.exit_code == 0 and listing.output.startswith("demo ")
+    assert listing.exit_code == 0 and listing.output.startswith("sharpness ")
+    assert "demo" not in names() and "examples/demo_study.py:STUDY" in listing.output  # the demo is an example
     unknown = invoke("nope", "--out", tmp_path)
-    assert unknown.exit_code == 2 and "unknown study 'nope'; known studies: demo" in unknown.output
-    bad_preset = invoke("demo", "--preset", "huge", "--out", tmp_path)
+    assert unknown.exit_code == 2 and "unknown study 'nope'; known studies: sharpness" in unknown.output
+    bad_preset = invoke(DEMO_SPEC, "--preset", "huge", "--out", tmp_path)
     assert bad_preset.exit_code == 2 and "no preset 'huge'; known presets: full, smoke" in bad_preset.output
-    misuse = invoke("demo", "--status", "--executor", "pool", "--out", tmp_path)
+    misuse = invoke(DEMO_SPEC, "--status", "--executor", "pool", "--out", tmp_path)
     assert misuse.exit_code == 2 and "--executor" in misuse.output
     assert not (tmp_path / "study.sqlite").exists()
 
@@ -118,6 +127,32 @@ def test_user_study_by_module_path_with_grid_file_failures_and_parquet(tmp_path)
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # the invalid preset added nothing
     finally:
         conn.close()
+
+
+def test_demo_by_module_name_is_the_same_study(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    assert get("demo_study:STUDY") is get(DEMO_SPEC) is demo.STUDY
+
+
+def test_user_study_load_errors_say_what_went_wrong(tmp_path):
+    (tmp_path / "raises_study.py").write_text("raise ValueError('broken on purpose')\n")
+    (tmp_path / "needs_study.py").write_text("import no_such_dependency_qq\n")
+    (tmp_path / "plain_study.py").write_text("STUDY = 42\n")
+    cases = {
+        f"{tmp_path / 'missing.py'}:STUDY": ["no such file", "missing.py", "from study"],
+        "no_such_module_qq.sub:STUDY": ["cannot import module 'no_such_module_qq.sub'", "from study"],
+        f"{tmp_path / 'raises_study.py'}:STUDY": ["raises_study.py", "raised ValueError: broken on purpose"],
+        f"{tmp_path / 'needs_study.py'}:STUDY": ["raised ModuleNotFoundError", "no_such_dependency_qq"],
+        f"{tmp_path / 'plain_study.py'}:NOPE": ["has no attribute 'NOPE'", "from study"],
+        f"{tmp_path / 'plain_study.py'}:STUDY": ["is a int, not a hesslens.studies.Study"],
+    }
+    for spec, needles in cases.items():
+        result = invoke(spec, "--out", tmp_path / "out")
+        assert result.exit_code == 2, (spec, result.output)
+        assert result.output.startswith("Error: ") and "Traceback" not in result.output, result.output
+        for needle in needles:
+            assert needle in result.output, (spec, needle, result.output)
+    assert not (tmp_path / "out").exists()
 
 
 def test_registry_register_and_lookup():

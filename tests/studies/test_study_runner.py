@@ -186,4 +186,4 @@ def test_report_hook_adds_tables_and_notes(tmp_path):
     # Sections come before the runs table, in the hook's order, the table holding the hook's row.
     assert md.index("## Best run") < md.index("## Aside") < md.index("## Results")
     assert "| x | y |\n|---|---|\n| 3 | 9 |\n\nlargest y" in md
-    assert "<h2>Best run</h2>" in page and "<td>9</td>" in page and "<p>a | b</p>" in page
+    assert "<h2>Best run</h2>" in page and "<td class=\"num\">9</td>" in page and "<p>a | b</p>" in page

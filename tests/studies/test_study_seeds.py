@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -182,9 +183,12 @@ def test_cli_refuses_a_database_from_before_seeds_and_changes_nothing(tmp_path):
     assert (db.read_bytes(), csv.read_bytes()) == before
 
 
-# -- the built-in studies ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["demo", "sharpness"])
-def test_built_in_full_presets_have_at_least_five_seeds(name):
+# -- the built-in studies and the example study -----------------------------------------------------------
+DEMO_SPEC = f"{Path(__file__).resolve().parents[2] / 'examples' / 'demo_study.py'}:STUDY"
+
+
+@pytest.mark.parametrize("name", [DEMO_SPEC, "sharpness"], ids=["demo-example", "sharpness"])
+def test_built_in_and_example_full_presets_have_at_least_five_seeds(name):
     study = get(name)
     assert len(study.seeds_for("full")) >= 5
     assert "seed" not in str(study.preset_table())  # no preset sets the seed itself

@@ -2,9 +2,12 @@
 
 Declare a :class:`Study` (a configuration dataclass, presets, the number of seeds per preset, a run
 function returning a flat record and optional series and artifacts, an optional report hook),
-:func:`register` it, and run it with :func:`run_study` or ``hesslens study NAME``. See
+and run it with :func:`run_study` or ``hesslens study path/to/file.py:ATTRIBUTE`` (or
+``module:ATTRIBUTE``); the built-in studies, which :func:`register` themselves, run as
+``hesslens study NAME``. See
 :mod:`hesslens.studies.declaration` for the declaration API, :mod:`~hesslens.studies.seeds` for
-replicates, :mod:`~hesslens.studies.artifacts` for the arrays and tables a run stores, :mod:`hesslens.studies.demo` for a complete example, :mod:`~hesslens.studies.store`
+replicates, :mod:`~hesslens.studies.artifacts` for the arrays and tables a run stores,
+``examples/demo_study.py`` in the repository for a complete example, :mod:`~hesslens.studies.store`
 for the database and its durability guarantees, and :mod:`~hesslens.studies.executors` for the
 inline, process-pool and Ray executors.
 """

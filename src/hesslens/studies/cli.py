@@ -1,13 +1,14 @@
 """``hesslens study``: run, resume, inspect and report a declared study.
 
-    hesslens study                                   # list the registered studies
+    hesslens study                                   # list the built-in studies
     hesslens study NAME --preset smoke|full [--seeds N|S1,S2,...] [--out DIR] [--executor inline|pool|ray]
                         [--workers N] [--ray-address ADDR] [--parquet] [--grid FILE.toml] [--db FILE]
     hesslens study NAME --status [--out DIR]
     hesslens study NAME --report [--out DIR]
 
-NAME is a registered study or ``module:attribute`` of a Study declared in your own code. Running the
-same command again resumes: finished runs are skipped, interrupted and failed ones run again. Every
+NAME is a built-in study (``hesslens study`` lists them) or ``path/to/file.py:attribute`` or
+``module:attribute`` of a Study declared in your own code (e.g. ``examples/demo_study.py:STUDY``).
+Running the same command again resumes: finished runs are skipped, interrupted and failed ones run again. Every
 configuration runs once per seed: the preset's declared number, or ``--seeds 5`` (seeds 0-4) or
 ``--seeds 3,4,5`` (exactly those); adding seeds later runs only the new ones.
 Exit status: 0 only when every run of the preset has finished (done or diverged); 1 when some failed
@@ -60,11 +61,13 @@ def study(name: str | None, preset: str, seeds: str | None, grid_file: Path | No
     """Run a study's grid of configurations into a resumable SQLite database (or show its status/report).
 
     \b
-    hesslens study                       list the registered studies
-    hesslens study demo --preset smoke   run (or resume) the demo's smoke grid
-    hesslens study demo --seeds 3,4      the same configurations with seeds 3 and 4
-    hesslens study demo --status         counts by status, failed runs and their errors
-    hesslens study demo --report         studies/demo/report.md and report.html
+    hesslens study                            list the built-in studies
+    hesslens study sharpness --preset smoke   run (or resume) a built-in study's smoke grid
+    hesslens study sharpness --seeds 3,4      the same configurations with seeds 3 and 4
+    hesslens study sharpness --status         counts by status, failed runs and their errors
+    hesslens study sharpness --report         studies/sharpness/report.md and report.html
+    hesslens study examples/demo_study.py:STUDY --preset smoke
+                                              a study declared in a file (or MODULE:ATTRIBUTE)
     """
     from . import registry
     from .reporting import render_report
@@ -77,6 +80,8 @@ def study(name: str | None, preset: str, seeds: str | None, grid_file: Path | No
             s = registry.get(n)
             first = s.description.strip().split(". ")[0]
             click.echo(f"{n:<16} {first}")
+        click.echo("(or a Study of your own: hesslens study path/to/file.py:ATTRIBUTE or MODULE:ATTRIBUTE, "
+                   "e.g. examples/demo_study.py:STUDY in the repository)")
         return
     try:
         the_study = registry.get(name)

@@ -3,23 +3,21 @@
 Built-in studies live in modules listed in :data:`BUILTIN_MODULES`, imported on first lookup (so
 importing :mod:`hesslens.studies` stays cheap); each calls :func:`register` at import time. A name of
 the form ``module:attribute`` (or ``path/to/file.py:attribute``) loads a :class:`Study` object the
-user declared in their own code, without registering it anywhere.
+user declared in their own code (with :func:`hesslens.loading.load_object`, the loader of
+``hesslens analyze --model`` too), without registering it anywhere: ``examples/demo_study.py`` in the
+repository is such a study.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
-import sys
-from pathlib import Path
-from typing import Any
 
 from ..errors import InvalidInputError
+from ..loading import load_object
 from .declaration import Study
 
 #: Modules whose import registers the built-in studies.
-BUILTIN_MODULES = ("hesslens.studies.demo", "hesslens.studies.sharpness")
+BUILTIN_MODULES = ("hesslens.studies.sharpness",)
 
 _REGISTRY: dict[str, Study] = {}
 _loaded = False
@@ -69,36 +67,12 @@ def get(name: str | Study) -> Study:
         return _load_object(name)
     known = ", ".join(sorted(_REGISTRY)) or "(none)"
     raise InvalidInputError(f"unknown study {name!r}; known studies: {known} "
-                            "(or give MODULE:ATTRIBUTE of a Study you declared)")
+                            "(or give MODULE:ATTRIBUTE or path/to/file.py:ATTRIBUTE of a Study you declared)")
 
 
 def _load_object(spec: str) -> Study:
-    module_name, _, attr = spec.rpartition(":")
-    try:
-        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise InvalidInputError(f"no such file {module_name!r} (from study {spec!r})")
-            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-            assert mod_spec is not None and mod_spec.loader is not None
-            module = importlib.util.module_from_spec(mod_spec)
-            # Registered under its name so that pool workers can unpickle its functions by reference.
-            sys.modules.setdefault(path.stem, module)
-            sys.path.insert(0, str(path.parent.resolve()))
-            mod_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(module_name)
-    except InvalidInputError:
-        raise
-    except Exception as exc:
-        raise InvalidInputError(f"cannot import {module_name!r} (from study {spec!r}): {type(exc).__name__}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InvalidInputError(f"{module_name!r} has no attribute {attr!r} (from study {spec!r})")
-        obj = getattr(obj, part)
+    """The Study at ``module:attribute`` or ``path/to/file.py:attribute`` (:func:`hesslens.loading.load_object`)."""
+    obj = load_object(spec, "study")
     if not isinstance(obj, Study):
         raise InvalidInputError(f"{spec!r} is a {type(obj).__name__}, not a hesslens.studies.Study")
     return obj

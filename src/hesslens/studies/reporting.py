@@ -12,24 +12,25 @@ report whole, and a symbolic link among the report's files is refused, never wri
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..errors import HesslensError, InvalidInputError
 from ..outputs import check_folder, staged_folder
+from ..render import Figure, Page, Section, Table, fmt
 from .artifacts import ArtifactLoader
 from .declaration import ReportContent, Study, _positional_arity
 from .export import results_frame, series_frame
 from .registry import get
 from .runner import _last_line, _paths
+from .stats import mean_interval
 from .store import Store
 
 #: The entries of ``OUT`` a report replaces (a report hook may add more).
@@ -66,8 +67,14 @@ def _collect_figures(result: Any, out: Path, fig_dir: Path) -> list[tuple[str, P
     return figures
 
 
-def default_figures(df: pd.DataFrame, study: Study, fig_dir: Path) -> list[tuple[str, Path]]:
-    """Each numeric record column (up to 6) against the first varying numeric configuration field."""
+def metrics_figure(df: pd.DataFrame, study: Study) -> tuple[Any, str] | None:
+    """Each numeric record column (up to 6) against the first varying numeric configuration field, and its caption.
+
+    With one seed, every run is a point and the line joins the means per value of the axis. With two or
+    more seeds, every run is still drawn as a faint point, and the mean over seeds at each value carries
+    error bars: its two-sided 95 % Student-t confidence interval (:func:`.stats.mean_interval`), said in
+    the caption. The y-axis spans the data with margins and no offset.
+    """
     from matplotlib.figure import Figure
 
     config_cols = [f.name for f in dataclasses.fields(study.config) if f.name in df.columns]
@@ -77,9 +84,10 @@ def default_figures(df: pd.DataFrame, study: Study, fig_dir: Path) -> list[tuple
                                                                            "seconds", "finished", "diverged")
                and numeric(c)]
     if not xs or not metrics or df.empty:
-        return []
+        return None
     x = xs[0]
     metrics = metrics[:6]
+    n_seeds = int(df["seed"].nunique()) if "seed" in df.columns else 1
     cols = min(3, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
@@ -88,61 +96,45 @@ def default_figures(df: pd.DataFrame, study: Study, fig_dir: Path) -> list[tuple
     for i, m in enumerate(metrics):
         ax = fig.add_subplot(rows, cols, i + 1)
         y = df[m].astype(float)
-        ax.scatter(xv, y, s=18, alpha=0.7)
-        means = pd.DataFrame({"x": xv, "y": y}).groupby("x")["y"].mean()
-        ax.plot(means.index, means.values, lw=1)
+        ax.scatter(xv, y, s=14 if n_seeds > 1 else 18, alpha=0.35 if n_seeds > 1 else 0.7)
+        finite = pd.DataFrame({"x": xv, "y": y})
+        groups = finite[np.isfinite(finite["y"])].groupby("x")["y"]
+        means = groups.mean()
+        if n_seeds > 1:
+            intervals = [mean_interval(v.to_numpy()) if len(v) else None for _, v in groups]
+            low = [it.estimate - it.low if it is not None and math.isfinite(it.low) else 0.0 for it in intervals]
+            high = [it.high - it.estimate if it is not None and math.isfinite(it.high) else 0.0 for it in intervals]
+            ax.errorbar(means.index, means.values, yerr=[low, high], fmt="-o", ms=4, lw=1, capsize=3)
+        else:
+            ax.plot(means.index, means.values, lw=1)
         if log_x:
             ax.set_xscale("log")
+        ax.margins(x=0.05, y=0.08)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel(x)
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{study.name}: metrics against {x} (points: runs; line: mean)")
+    if n_seeds > 1:
+        caption = (f"metrics against {x}: mean over {n_seeds} seeds with its 95 % t confidence interval; "
+                   "faint points are single runs")
+    else:
+        caption = f"metrics against {x}"
+    fig.suptitle(f"{study.name}: " + (caption if n_seeds > 1 else f"{caption} (points: runs; line: mean)"))
     fig.tight_layout()
-    return [(f"metrics against {x}", _save_figure(fig, fig_dir / "metrics.png"))]
+    return fig, caption
 
 
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "" if v is None else "nan"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def default_figures(df: pd.DataFrame, study: Study, fig_dir: Path) -> list[tuple[str, Path]]:
+    """:func:`metrics_figure`, saved as ``figures/metrics.png``."""
+    made = metrics_figure(df, study)
+    if made is None:
+        return []
+    fig, caption = made
+    return [(caption, _save_figure(fig, fig_dir / "metrics.png"))]
 
 
+#: Rows of a table in the report; the rest are in the CSV files.
 _MAX_ROWS = 200
-
-
-def _markdown_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(esc(str(c)) for c in cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.head(_MAX_ROWS).itertuples(index=False, name=None):
-        lines.append("| " + " | ".join(esc(_fmt(v)) for v in row) + " |")
-    if len(df) > _MAX_ROWS:
-        lines.append(f"\n({len(df) - _MAX_ROWS} more rows in results.csv)")
-    return "\n".join(lines)
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-                     for row in df.head(_MAX_ROWS).itertuples(index=False, name=None))
-    more = f"<p>({len(df) - _MAX_ROWS} more rows in results.csv)</p>" if len(df) > _MAX_ROWS else ""
-    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>{more}"
-
-
-def _img_tag(path: Path, title: str) -> str:
-    mime = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
-        path.suffix.lower(), "application/octet-stream")
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img src="data:{mime};base64,{data}" alt="{html.escape(title)}"><figcaption>' \
-           f"{html.escape(title)}</figcaption></figure>"
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#1d1d1f}"
-        "table{border-collapse:collapse;font-size:.85rem}th,td{padding:.2rem .6rem;border-bottom:1px solid #eee;"
-        "text-align:left}td{font-family:ui-monospace,monospace}img{max-width:100%}"
-        "figcaption{color:#555}pre{background:#f6f8fa;padding:.5rem;overflow-x:auto}")
 
 
 def render_report(study: str | Study, out: str | Path | None = None, *, db: str | Path | None = None) -> ReportFiles:
@@ -179,84 +171,37 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
         # Configuration fields equal in every run are stated once instead of filling a column each.
         fixed = {c: df[c].iloc[0] for c in (f.name for f in dataclasses.fields(study.config))
                  if len(df) > 1 and c in df.columns and df[c].astype(str).nunique() == 1}
-        page = _Page(study, db_path, counts, content, failed, df.drop(columns=list(fixed)),
-                     ", ".join(f"{k} = {_fmt(v)}" for k, v in fixed.items()), df.empty)
-        (stage / "report.md").write_text(page.markdown(figures, stage))
-        (stage / "report.html").write_text(page.html(figures))
+        page = _page(study, db_path, counts, content, failed, df.drop(columns=list(fixed)),
+                     ", ".join(f"{k} = {fmt(v, 4)}" for k, v in fixed.items()), figures)
+        (stage / "report.md").write_text(page.markdown(stage))
+        (stage / "report.html").write_text(page.html())
         # Where the figures will be once the staging folder is moved into place.
         moved = [(t, out_dir / p.resolve().relative_to(stage.resolve()) if p.resolve().is_relative_to(stage.resolve())
                   else p) for t, p in figures]
     return ReportFiles(out_dir / "report.md", out_dir / "report.html", moved)
 
 
-@dataclass
-class _Page:
-    """The report's text, as Markdown and as HTML, from the same parts."""
-
-    study: Study
-    db: Path
-    counts: Mapping[str, int]
-    content: ReportContent
-    failed: list[tuple[str, int, str]]
-    table: pd.DataFrame
-    fixed_text: str
-    empty: bool
-    generated: str = dataclasses.field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
-
-    @property
-    def count_text(self) -> str:
-        return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
-
-    @property
-    def sections(self) -> list[str]:
-        return list(dict.fromkeys([*self.content.tables, *self.content.notes]))
-
-    def markdown(self, figures: list[tuple[str, Path]], root: Path) -> str:
-        def rel(p: Path) -> str:
-            return p.resolve().relative_to(root.resolve()).as_posix() if p.resolve().is_relative_to(root.resolve()) \
-                else str(p)
-
-        content = self.content
-        md = [f"# Study `{self.study.name}`", "", self.study.description.strip(), "",
-              f"Runs: {self.count_text}. Database: `{self.db}`. Generated {self.generated}.", ""]
-        for title in self.sections:
-            md += [f"## {title}", ""]
-            if title in content.tables:
-                md += [_markdown_table(content.tables[title]), ""]
-            if title in content.notes:
-                md += [content.notes[title].strip(), ""]
-        if figures:
-            md += ["## Figures", ""] + [f"![{t}]({rel(p)})\n\n*{t}*\n" for t, p in figures]
-        md += ["## Results", ""] + ([f"Same in every run: {self.fixed_text}.", ""] if self.fixed_text else [])
-        md += [_markdown_table(self.table) if not self.empty else "No finished runs yet.", ""]
-        if self.failed:
-            md += ["## Failed runs", "", "| run | attempts | error |", "|---|---|---|"]
-            md += [f"| {k} | {a} | {e.replace('|', '/')} |" for k, a, e in self.failed] + [""]
-        return "\n".join(md)
-
-    def html(self, figures: list[tuple[str, Path]]) -> str:
-        name, description, content = self.study.name, self.study.description.strip(), self.content
-        page = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Study {html.escape(name)}"
-                f"</title><style>{_CSS}</style></head><body>",
-                f"<h1>Study <code>{html.escape(name)}</code></h1>",
-                f"<p>{html.escape(description)}</p>" if description else "",
-                f"<p>Runs: {html.escape(self.count_text)}. Database: <code>{html.escape(str(self.db))}</code>. "
-                f"Generated {self.generated}.</p>"]
-        for title in self.sections:
-            page.append(f"<h2>{html.escape(title)}</h2>")
-            if title in content.tables:
-                page.append(_html_table(content.tables[title]))
-            if title in content.notes:
-                page.append(f"<p>{html.escape(content.notes[title].strip())}</p>")
-        if figures:
-            page += ["<h2>Figures</h2>"] + [_img_tag(p, t) for t, p in figures]
-        page += ["<h2>Results</h2>"] + ([f"<p>Same in every run: {html.escape(self.fixed_text)}.</p>"]
-                                        if self.fixed_text else [])
-        page += [_html_table(self.table) if not self.empty else "<p>No finished runs yet.</p>"]
-        if self.failed:
-            page += ["<h2>Failed runs</h2><table><tr><th>run</th><th>attempts</th><th>error</th></tr>"]
-            page += [f"<tr><td>{html.escape(k)}</td><td>{a}</td><td>{html.escape(e)}</td></tr>"
-                     for k, a, e in self.failed]
-            page += ["</table>"]
-        page.append("</body></html>")
-        return "\n".join(page)
+def _page(study: Study, db: Path, counts: Mapping[str, int], content: ReportContent,
+          failed: list[tuple[str, int, str]], results: pd.DataFrame, fixed_text: str,
+          figures: list[tuple[str, Path]]) -> Page:
+    """The report's parts, rendered as Markdown and as HTML by :class:`hesslens.render.Page`."""
+    count_text = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"
+    sections = []
+    for title in dict.fromkeys([*content.tables, *content.notes]):
+        parts: list[Any] = []
+        if title in content.tables:
+            parts.append(Table(content.tables[title], {"max_rows": _MAX_ROWS, "blank": "—"}))
+        if title in content.notes:
+            parts.append(content.notes[title])
+        sections.append(Section(title, parts))
+    if figures:
+        sections.append(Section("Figures", [Figure(p, caption=t) for t, p in figures]))
+    results_parts: list[Any] = [f"Same in every run: {fixed_text}." if fixed_text else ""]
+    results_parts.append(Table(results, {"max_rows": _MAX_ROWS, "blank": "—", "more": "{n} more rows in results.csv"})
+                         if not results.empty else "No finished runs yet.")
+    sections.append(Section("Results", results_parts))
+    if failed:
+        sections.append(Section("Failed runs", [Table(failed, {"columns": ("run", "attempts", "error")})]))
+    generated = time.strftime("%Y-%m-%d %H:%M:%S")
+    return Page(f"Study `{study.name}`", sections, intro=[
+        study.description.strip(), f"Runs: {count_text}. Database: `{db}`. Generated {generated}."])

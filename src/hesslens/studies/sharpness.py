@@ -58,6 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..render import table
 from .declaration import ReportContent, Study, param
 from .registry import register
 
@@ -692,17 +693,6 @@ def figures(analysis: SharpnessAnalysis, series: pd.DataFrame | None = None) -> 
 
 
 # -- report --------------------------------------------------------------------------------------
-def _md_table(df: pd.DataFrame, floats: str = "{:.3g}") -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else floats.format(v)
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]
-    return "\n".join(lines)
-
-
 def analysis_markdown(analysis: SharpnessAnalysis, figure_dir: str = "figures") -> str:
     """The claims table, the τ table and the GD table as Markdown (written to ``OUT/analysis.md``)."""
     c = analysis.claims
@@ -714,20 +704,20 @@ def analysis_markdown(analysis: SharpnessAnalysis, figure_dir: str = "figures") 
                       + f" — {r['reason']} (train acc {r['train_acc']:.3f})" for _, r in analysis.excluded.iterrows())
               if len(analysis.excluded) else "."),
            "", "## The five claims", "",
-           _md_table(c[["claim", "statement", "verdict", "figure"]].assign(
-               figure=[f"[{f}]({figure_dir}/{f})" for f in c["figure"]])), ""]
+           table(c[["claim", "statement", "verdict", "figure"]].assign(
+               figure=[f"[{f}]({figure_dir}/{f})" for f in c["figure"]]), float_digits=3, blank=""), ""]
     for _, r in c.iterrows():
         out += [f"**Claim {r['claim']} — {r['verdict']}.** {r['statement']}", "",
                 f"- Rule: {r['rule']}", f"- Evidence: {r['evidence']}", f"- Figure: `{figure_dir}/{r['figure']}`", ""]
     out += ["## Kendall τ between λ_max and test accuracy", "",
             "τ-b from `scipy.stats.kendalltau`; negative τ means sharper (higher λ_max) runs generalize worse.", "",
-            _md_table(analysis.tau.assign(batch_size=analysis.tau["batch_size"].map(
+            table(analysis.tau.assign(batch_size=analysis.tau["batch_size"].map(
                 lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))),
-                "{:.3f}"), "",
+                float_digits=3, blank=""), "",
             "## Full-batch GD and the edge of stability (2/η)", "",
             "λ_max of the final weights over the 1,000-example analysis set (the protocol) and over the whole "
             "training set (the loss GD descends), against 2/η.", "",
-            _md_table(analysis.eos, "{:.4g}") if len(analysis.eos) else "No full-batch GD runs.", ""]
+            table(analysis.eos, float_digits=4, blank="") if len(analysis.eos) else "No full-batch GD runs.", ""]
     return "\n".join(out)
 
 

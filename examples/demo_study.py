@@ -1,4 +1,4 @@
-"""The ``demo`` study: an example of the declaration API, small enough to run in seconds.
+"""A demo study: an example of the study declaration API, small enough to run in seconds.
 
 A one-hidden-layer MLP is trained by full-batch gradient descent on a subset of scikit-learn's
 bundled digits (no network) over a grid of learning rates η, each with several seeds (2 in the
@@ -10,14 +10,18 @@ descent on a quadratic is stable only while λ_max < 2/η, and in practice GD te
 training loss every few steps is kept as a series. A run whose loss becomes non-finite or grows by
 ``blowup`` × its initial value is recorded as *diverged*.
 
-Read it as a template::
+It is not a built-in study: ``hesslens study`` loads it from this file, the way it loads any study
+you declare in your own code (``path/to/file.py:ATTRIBUTE`` or ``module:ATTRIBUTE``). Read it as a
+template; from the repository's root::
 
-    hesslens study demo --preset smoke      # 4 runs, a few seconds
-    hesslens study demo --preset full --executor pool
-    hesslens study demo --status
-    hesslens study demo --report            # studies/demo/report.html
+    hesslens study examples/demo_study.py:STUDY --preset smoke      # 4 runs, a few seconds
+    hesslens study examples/demo_study.py:STUDY --preset full --executor pool
+    hesslens study examples/demo_study.py:STUDY --status
+    hesslens study examples/demo_study.py:STUDY --report            # studies/demo/report.html
+
+A study can also be registered under a name (``STUDY = hesslens.studies.register(Study(...))``), so
+that :func:`hesslens.studies.get` finds it by that name in a process that imported its module.
 """
-
 from __future__ import annotations
 
 import math
@@ -25,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .declaration import RunContext, Study, param
-from .registry import register
+from hesslens.studies import RunContext, Study, param
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def report_demo(df, out: Path, series):
     return figures
 
 
-STUDY = register(Study(
+STUDY = Study(
     name="demo",
     config=DemoConfig,
     run=run_demo,
@@ -188,4 +191,4 @@ STUDY = register(Study(
     report=report_demo,
     description="Demo: a one-hidden-layer MLP on scikit-learn digits trained by full-batch gradient descent over "
                 "a grid of learning rates η and seeds; final sharpness λ_max compared with the stability limit 2/η.",
-))
+)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..render import table
 from .core import DEFAULT_TEST_FRACTION
 from .registry import info, names
 from . import synthetic
@@ -43,16 +44,14 @@ def catalogue(source: str | None = None):
     return frame
 
 
-def _cell(value) -> str:
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "–"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+#: Column headings of the catalogue tables on the page.
+HEADER = ("name", "source", "task", "samples (train/test)", "features", "input shape", "classes", "description")
 
 
 def markdown() -> str:
     """The Markdown page ``docs/datasets.md`` (built-in datasets only; never any OpenML entry)."""
+    import pandas as pd
+
     frame = catalogue()
     frame = frame[frame["source"] != "openml"]
     real = frame[frame["source"] != "synthetic"]
@@ -76,14 +75,10 @@ def markdown() -> str:
     lines += [f"- `{t}`" for t in synthetic.templates()]
     lines += ["", "Parameter meanings are documented in `hesslens.datasets.synthetic`.", ""]
     for title, part in (("Real datasets", real), ("Synthetic datasets", frame[frame["source"] == "synthetic"])):
-        lines += [f"## {title}", "",
-                  "| name | source | task | samples (train/test) | features | input shape | classes | description |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for _, r in part.iterrows():
-            lines.append(f"| `{r['name']}` | {r['source']} | {r['task']} | {r['n_samples']} "
-                         f"({r['n_train']}/{r['n_test']}) | {r['n_features']} | {r['input_shape']} | "
-                         f"{_cell(r['n_classes'])} | {_cell(r['description'])} |")
-        lines.append("")
+        rows = [[f"`{r['name']}`", r["source"], r["task"], f"{r['n_samples']} ({r['n_train']}/{r['n_test']})",
+                 str(r["n_features"]), r["input_shape"], None if pd.isna(r["n_classes"]) else str(r["n_classes"]),
+                 r["description"]] for _, r in part.iterrows()]
+        lines += [f"## {title}", "", table(rows, columns=HEADER, blank="–"), ""]
     return "\n".join(lines)
 
 

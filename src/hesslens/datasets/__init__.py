@@ -12,7 +12,9 @@ by :func:`catalogue` through ``python -m hesslens.datasets docs/datasets.md``):
   ``digits`` (64 flat features) and ``digits_image`` (the same rows as 1×8×8 images), ``diabetes``;
   statsmodels: ``fair``, ``randhie``, ``anes96``, ``star98``, ``modechoice``, ``grunfeld``, ``engel``
   (each description states the chosen target and features); ``mnist1d`` (1×40 signals from the
-  ``mnist1d`` package's generator, never its download).
+  ``mnist1d`` package's generator, never its download) and ``mnist1d_n<N>`` (the same generator
+  asked for N signals, e.g. ``mnist1d_n13750``; ``load("mnist1d_n13750", n_test=10000)`` gives 3,750
+  training and 10,000 test signals).
 * **Synthetic families** (:mod:`hesslens.datasets.synthetic`) — ``synth_cls_…``, ``teacher_cls_…``,
   ``moons_…``, ``circles_…``, ``blobs_…``, ``synth_reg_…``, ``teacher_reg_…``, ``friedman1/2/3_…``,
   named by their parameters (e.g. ``synth_cls_d20_c4_noise0.1``); any valid parameters load.

@@ -3,7 +3,8 @@ split-then-standardise step that turns raw arrays into one.
 
 Preparation of a registered dataset (``prepare``), in order:
 
-1. **Split.** A fraction ``test_fraction`` (default 1/4) of the rows goes to the test set, chosen by
+1. **Split.** A fraction ``test_fraction`` (default 1/4, rounded up) of the rows — or exactly
+   ``n_test`` rows when that is given — goes to the test set, chosen by
    ``sklearn.model_selection.train_test_split(random_state=seed)``; classification splits are
    stratified by class (so every class keeps its proportion on both sides), unless some class has
    fewer than two rows, where stratification is impossible and the split is a plain shuffle.
@@ -194,9 +195,10 @@ class Dataset:
 
 # -- preparation -------------------------------------------------------------------------------------
 
-def split_indices(y: np.ndarray, task: Task, seed: int,
-                  test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(train, test)`` of a deterministic split (see the module docstring).
+def split_indices(y: np.ndarray, task: Task, seed: int, test_fraction: float = DEFAULT_TEST_FRACTION,
+                  *, n_test: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, test)`` of a deterministic split (see the module docstring);
+    ``n_test``, when given, is the exact number of test rows and ``test_fraction`` is ignored.
 
     >>> tr, te = split_indices(np.array([0, 0, 0, 0, 1, 1, 1, 1]), "classification", seed=0, test_fraction=0.5)
     >>> np.bincount(np.array([0, 0, 0, 0, 1, 1, 1, 1])[te]).tolist()
@@ -204,12 +206,18 @@ def split_indices(y: np.ndarray, task: Task, seed: int,
     """
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise InvalidInputError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
     n = len(y)
-    n_test = int(math.ceil(test_fraction * n))
-    if n_test < 1 or n - n_test < 1:
-        raise InvalidInputError(f"{n} rows cannot be split with test_fraction={test_fraction}")
+    if n_test is not None:
+        if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or not 1 <= n_test <= n - 1:
+            raise InvalidInputError(f"n_test must be an integer from 1 to {n - 1} (the dataset has {n} rows), "
+                                    f"got {n_test!r}")
+        n_test = int(n_test)
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise InvalidInputError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+        n_test = int(math.ceil(test_fraction * n))
+        if n_test < 1 or n - n_test < 1:
+            raise InvalidInputError(f"{n} rows cannot be split with test_fraction={test_fraction}")
     stratify = None
     if task == "classification":
         counts = np.bincount(y.astype(np.int64))
@@ -223,9 +231,11 @@ def split_indices(y: np.ndarray, task: Task, seed: int,
 
 
 def prepare(info: DatasetInfo, x: np.ndarray, y: np.ndarray, seed: int,
-            test_fraction: float = DEFAULT_TEST_FRACTION, standardize: bool = True) -> Dataset:
-    """Split raw arrays by ``seed``, impute, standardise with training statistics, convert to torch."""
-    train, test = split_indices(y, info.task, seed, test_fraction)
+            test_fraction: float = DEFAULT_TEST_FRACTION, standardize: bool = True, *,
+            n_test: int | None = None) -> Dataset:
+    """Split raw arrays by ``seed`` (``n_test`` rows, or a fraction ``test_fraction``, for testing),
+    impute, standardise with training statistics, convert to torch."""
+    train, test = split_indices(y, info.task, seed, test_fraction, n_test=n_test)
     if info.task == "regression":
         y = _as_column(y, "")
     return _finish(info, x[train], y[train], x[test], y[test], standardize)

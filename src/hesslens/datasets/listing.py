@@ -16,6 +16,7 @@ from ..render import table
 from .core import DEFAULT_TEST_FRACTION
 from .registry import info, names
 from . import synthetic
+from .real import MNIST1D_DEFAULT_SAMPLES, MNIST1D_MIN_SAMPLES
 
 COLUMNS = ["name", "source", "task", "n_samples", "n_train", "n_test", "n_features", "input_shape",
            "n_classes", "description"]
@@ -63,7 +64,8 @@ def markdown() -> str:
         f"`hesslens.datasets` registers {len(frame)} datasets that load without a network: {len(real)} real "
         f"ones (scikit-learn, statsmodels, MNIST-1D) and {len(frame) - len(real)} members of synthetic "
         "families. `load(name, seed)` returns train/test tensors: the data are fixed per name, `seed` "
-        f"chooses the split ({int(DEFAULT_TEST_FRACTION * 100)} % test, stratified for classification), "
+        f"chooses the split ({int(DEFAULT_TEST_FRACTION * 100)} % test, or exactly `n_test=` rows; stratified "
+        "for classification), "
         "features (and regression targets) are standardised with training statistics. OpenML datasets "
         "(`openml:<id>`) are added with `register_openml` / `register_openml_suite` when online and are "
         "cached on disk afterwards.",
@@ -74,6 +76,10 @@ def markdown() -> str:
     ]
     lines += [f"- `{t}`" for t in synthetic.templates()]
     lines += ["", "Parameter meanings are documented in `hesslens.datasets.synthetic`.", ""]
+    lines += ["MNIST-1D accepts the same `_n<N>` suffix: `mnist1d_n<N>` is N signals (a multiple of 10, at "
+              f"least {MNIST1D_MIN_SAMPLES}) from the mnist1d package's generator with its other arguments "
+              f"default (`mnist1d_n{MNIST1D_DEFAULT_SAMPLES}` is `mnist1d`); "
+              "`load(\"mnist1d_n13750\", seed, n_test=10000)` gives 3750 training and 10000 test signals.", ""]
     for title, part in (("Real datasets", real), ("Synthetic datasets", frame[frame["source"] == "synthetic"])):
         rows = [[f"`{r['name']}`", r["source"], r["task"], f"{r['n_samples']} ({r['n_train']}/{r['n_test']})",
                  str(r["n_features"]), r["input_shape"], None if pd.isna(r["n_classes"]) else str(r["n_classes"]),

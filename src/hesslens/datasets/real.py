@@ -7,6 +7,11 @@
 * MNIST-1D from the ``mnist1d`` package's *generator* ``make_dataset`` with its default arguments
   (5000 signals of length 40, 10 classes; Greydanus & Kobak 2024, "Scaling down deep learning with
   MNIST-1D"). ``get_dataset`` is never called, since it downloads a pickle by default.
+  ``mnist1d_n<N>`` (the ``_n<N>`` size suffix of the synthetic families) is the same generator
+  asked for N signals (N a multiple of 10, at least 20; same seed 42, all other arguments default),
+  e.g. ``mnist1d_n13750``; ``mnist1d_n5000`` *is* ``mnist1d``. Split it with
+  ``load("mnist1d_n13750", n_test=10000)`` for 3,750 training and 10,000 test signals. Its signals
+  are not a superset of ``mnist1d``'s: the generator draws class by class, so N changes the stream.
 
 Each builder returns a :class:`~hesslens.datasets.core.Raw` holding every row; the split and the
 standardisation happen later, in :func:`hesslens.datasets.load`.
@@ -14,11 +19,14 @@ standardisation happen later, in :func:`hesslens.datasets.load`.
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 from typing import Callable
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .core import Raw
 
 
@@ -163,8 +171,16 @@ STATSMODELS: dict[str, tuple[str, Callable[[], Raw]]] = {
 
 # -- MNIST-1D ------------------------------------------------------------------------------------
 
-def _mnist1d() -> Raw:
-    """The 5000 signals of ``mnist1d.data.make_dataset()`` (default args, generator seed 42).
+#: Signals of ``mnist1d`` (the generator's default ``num_samples``).
+MNIST1D_DEFAULT_SAMPLES = 5000
+#: Smallest ``mnist1d_n<N>``: two signals per class, enough for a stratified split.
+MNIST1D_MIN_SAMPLES = 20
+_MNIST1D_SIZED = re.compile(r"^mnist1d_n(?P<n>\d+)$")
+
+
+def _mnist1d(n: int = MNIST1D_DEFAULT_SAMPLES) -> Raw:
+    """The ``n`` signals of ``mnist1d.data.make_dataset()`` (generator seed 42; default args but
+    ``num_samples=n``, which is left untouched for the default 5000).
 
     ``make_dataset`` seeds Python's and NumPy's *global* generators; their states are restored
     afterwards so loading a dataset never changes a caller's random stream.
@@ -173,18 +189,59 @@ def _mnist1d() -> Raw:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
 
-        data = make_dataset(get_dataset_args())
+        args = get_dataset_args()
+        if n != MNIST1D_DEFAULT_SAMPLES:
+            args.num_samples = n
+        data = make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float64)[:, None, :]
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    if len(y) != n:  # pragma: no cover - guarded by mnist1d_size
+        raise InvalidInputError(f"mnist1d generator returned {len(y)} signals, expected {n}")
+    if n == MNIST1D_DEFAULT_SAMPLES:
+        return Raw(x, y, "classification", 10,
+                   "MNIST-1D (Greydanus & Kobak 2024): 1-D signals of length 40 drawn from 10 digit-like "
+                   "templates with random padding, scaling, translation, correlated and i.i.d. noise and "
+                   "shear, from the mnist1d package's generator make_dataset() with its default "
+                   "arguments (5000 signals, seed 42). Its own 4000/1000 split is pooled and re-split "
+                   "like every other dataset; shape 1×40 for 1-D convolutions.")
     return Raw(x, y, "classification", 10,
-               "MNIST-1D (Greydanus & Kobak 2024): 1-D signals of length 40 drawn from 10 digit-like "
-               "templates with random padding, scaling, translation, correlated and i.i.d. noise and "
-               "shear, from the mnist1d package's generator make_dataset() with its default "
-               "arguments (5000 signals, seed 42). Its own 4000/1000 split is pooled and re-split "
-               "like every other dataset; shape 1×40 for 1-D convolutions.")
+               f"MNIST-1D with {n} signals: the mnist1d package's generator make_dataset() with "
+               f"num_samples={n} and otherwise default arguments (seed 42), {n // 10} per class, "
+               f"pooled and re-split like every other dataset; shape 1×40. Not a superset of "
+               f"`mnist1d` (the generator's stream depends on the count). load(name, n_test=k) fixes "
+               f"the test-set size, e.g. mnist1d_n13750 with n_test=10000 gives 3750 training and "
+               f"10000 test signals.")
 
 
+def mnist1d_size(name: str) -> int | None:
+    """N of a name spelled ``mnist1d_n<N>`` (validated), else None.
+
+    >>> mnist1d_size("mnist1d_n13750"), mnist1d_size("mnist1d")
+    (13750, None)
+    """
+    m = _MNIST1D_SIZED.match(name)
+    if m is None:
+        return None
+    n = int(m.group("n"))
+    if n < MNIST1D_MIN_SAMPLES or n % 10:
+        raise InvalidInputError(f"dataset {name!r}: the number of MNIST-1D signals must be a multiple of 10 "
+                                f"(the generator makes N // 10 per class) and at least {MNIST1D_MIN_SAMPLES}, "
+                                f"got {n}")
+    return n
+
+
+def mnist1d_name(n: int) -> str:
+    """Canonical name of the MNIST-1D set of ``n`` signals: ``mnist1d`` for 5000, else ``mnist1d_n<n>``."""
+    return "mnist1d" if n == MNIST1D_DEFAULT_SAMPLES else f"mnist1d_n{int(n)}"
+
+
+def mnist1d_builder(n: int) -> Callable[[], Raw]:
+    return functools.partial(_mnist1d, n)
+
+
+#: Only ``mnist1d`` is listed by ``names()``; every valid ``mnist1d_n<N>`` loads all the same (like the
+#: synthetic families' members off their grid), resolved by :func:`hesslens.datasets.registry.resolve`.
 MNIST1D: dict[str, tuple[str, Callable[[], Raw]]] = {"mnist1d": ("mnist1d", _mnist1d)}

@@ -1,7 +1,8 @@
 """The registry behind :func:`names`, :func:`info` and :func:`load`.
 
 A name resolves, in this order, to: a built-in real dataset (:mod:`.real`), a registered OpenML
-dataset, a member of a synthetic family (:mod:`.synthetic`, any valid parameters), or ``openml:<id>``
+dataset, a sized MNIST-1D set ``mnist1d_n<N>`` (N signals from the package's generator), a member of a
+synthetic family (:mod:`.synthetic`, any valid parameters), or ``openml:<id>``
 (read from the on-disk cache, fetched once when online). Raw arrays of the built-in datasets are
 generated once per process and cached (``functools.lru_cache``), so repeated loads with different
 split seeds are cheap; OpenML files are re-read from disk at every load.
@@ -72,6 +73,10 @@ def resolve(name: str) -> Entry:
         return _BUILTIN[name]
     if name in _EXTRA:
         return _EXTRA[name]
+    n = real.mnist1d_size(name)
+    if n is not None:
+        canonical = real.mnist1d_name(n)
+        return _BUILTIN.get(canonical) or Entry(canonical, "mnist1d", real.mnist1d_builder(n))
     found = synthetic.resolve(name)
     if found is not None:
         canonical, make = found
@@ -115,21 +120,34 @@ def info(name: str) -> DatasetInfo:
     return data.info(entry.name, entry.source)
 
 
-def load(name: str, seed: int = 0, *, test_fraction: float = DEFAULT_TEST_FRACTION,
+def load(name: str, seed: int = 0, *, test_fraction: float | None = None, n_test: int | None = None,
          standardize: bool = True) -> Dataset:
     """Train and test tensors of a dataset, split by ``seed``, standardised with training statistics.
 
     The data are the same for every call (synthetic data are seeded by their name); ``seed`` only
-    chooses which rows go to the test set (a fraction ``test_fraction``, stratified by class for
-    classification). See :mod:`hesslens.datasets.core` for the exact preparation.
+    chooses which rows go to the test set, stratified by class for classification: a fraction
+    ``test_fraction`` of them (None: the default 1/4, rounded up), or exactly ``n_test`` rows — give
+    at most one of the two. See :mod:`hesslens.datasets.core` for the exact preparation.
+
+    The training-set size follows from the two: ``load("mnist1d_n13750", n_test=10000)`` has 3,750
+    training and 10,000 test signals (the training-set size of ``load("mnist1d")``, a test set 8× larger).
 
     >>> ds = load("iris", seed=0)
     >>> tuple(ds.x_train.shape), tuple(ds.x_test.shape), ds.y_train.dtype
     ((112, 4), (38, 4), torch.int64)
+    >>> ds = load("iris", seed=0, n_test=50)
+    >>> ds.n_train, ds.n_test
+    (100, 50)
     """
     seed = check_seed(seed)
+    if test_fraction is not None and n_test is not None:
+        raise InvalidInputError(f"give test_fraction or n_test, not both (got test_fraction={test_fraction!r}, "
+                                f"n_test={n_test!r})")
+    if test_fraction is None:
+        test_fraction = DEFAULT_TEST_FRACTION
     entry, data = raw(name)
-    return prepare(data.info(entry.name, entry.source), data.x, data.y, seed, test_fraction, standardize)
+    return prepare(data.info(entry.name, entry.source), data.x, data.y, seed, test_fraction, standardize,
+                   n_test=n_test)
 
 
 def clear_cache() -> None:

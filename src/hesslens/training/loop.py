@@ -5,6 +5,10 @@ Conventions (those of Kaur, Cohen & Lipton 2023, arXiv 2206.10654, where they ap
 * the training loss of a mini-batch B is the mean loss, (1/|B|) Σ_{i∈B} ℓ_i — for
   classification the cross-entropy, for regression the squared error averaged over all output
   entries (``nn.MSELoss()``); ``loss=`` replaces it (it must also return a batch mean);
+* ``loss_normalisation="nominal"`` instead differentiates the authors' objective, the per-example
+  losses summed over the batch and divided by the *nominal* batch size B,
+  (1/B) Σ_{i∈b} ℓ_i = (|b|/B) · mean_b ℓ — identical to the mean for full batches, but a short
+  last batch of |b| < B examples is weighted |b|/B (as in their code) rather than 1;
 * ``batch_size=None`` is full-batch gradient descent: every epoch is one step on the whole
   training set (in its stored order); otherwise each epoch visits a fresh random permutation in
   consecutive batches of ``batch_size`` (the last one smaller when it does not divide N);
@@ -56,6 +60,8 @@ from .optimizers import OPTIMIZERS, SAM, AdaHessian, build_optimizer, clip_gradi
 from .results import HISTORY_COLUMNS, TrainResult
 
 TASKS = ("classification", "regression")
+#: Accepted values of ``train(..., loss_normalisation=)``: batch mean, or sum over the nominal batch size.
+LOSS_NORMALISATIONS = ("mean", "nominal")
 
 #: Cap on epochs when training runs ``until_train_acc`` without ``epochs``.
 DEFAULT_MAX_EPOCHS = 10_000
@@ -201,6 +207,7 @@ def train(
     eval_every: int = 1,
     eval_batch_size: int = 4096,
     progress: bool | None = None,
+    loss_normalisation: str = "mean",
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` and return a :class:`TrainResult`.
 
@@ -233,6 +240,19 @@ def train(
     eval_batch_size : chunk size of the evaluation passes (memory only; eval mode makes the
         result independent of it up to rounding).
     progress : progress bar over epochs; None shows it only on a terminal.
+    loss_normalisation : what each step differentiates, with b the mini-batch, |b| its size and
+        B = min(batch_size, N) the nominal batch size:
+
+        * ``"mean"`` (default): the batch mean, L_b = (1/|b|) Σ_{i∈b} ℓ_i;
+        * ``"nominal"``: the sum divided by the nominal size, L_b = (1/B) Σ_{i∈b} ℓ_i
+          = (|b|/B) · mean_b ℓ, as in Kaur, Cohen & Lipton's code — a short last batch
+          (N not divisible by B) contributes with weight |b|/B < 1.
+
+        The two agree on every full batch (and so for full-batch training). With ``"nominal"``
+        the scaled objective is used for every gradient of the step (both of SAM's, and
+        AdaHessian's Hessian probes); the reported ``loss`` of a step and ``epoch_loss`` stay
+        batch means, and the evaluations are unaffected. It is computed as (|b|/B) times
+        ``loss(outputs, targets)``, which must therefore return the batch mean.
 
     Bad configurations raise :class:`~hesslens.errors.InvalidInputError` naming the field,
     before any step is taken.
@@ -266,6 +286,9 @@ def train(
     seed = int(seed)
     eval_every = _positive_int("eval_every", eval_every)
     eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
+    if not isinstance(loss_normalisation, str) or loss_normalisation not in LOSS_NORMALISATIONS:
+        raise _fail("loss_normalisation", f"must be one of {LOSS_NORMALISATIONS}, got {loss_normalisation!r}")
+    nominal = loss_normalisation == "nominal"
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
         if not callable(cb):
@@ -297,10 +320,14 @@ def train(
     def one_step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         """One optimisation step; returns the mini-batch loss at the weights before the step."""
         opt.zero_grad(set_to_none=True)
+        # "nominal": (|b|/B)·mean = sum/B on a short batch; a full batch (|b| = B) keeps the mean as is.
+        weight = len(xb) / bs if nominal and len(xb) != bs else None
         batch_loss = loss_fn(model(xb), yb)
         value = float(batch_loss.detach())
         if not math.isfinite(value):
             return value
+        if weight is not None:
+            batch_loss = batch_loss * weight
         if isinstance(opt, AdaHessian):
             opt.backward(batch_loss)
         else:
@@ -309,7 +336,8 @@ def train(
             opt.first_step(zero_grad=True)
             # The perturbed pass must leave BatchNorm running statistics alone.
             with frozen_buffers(model):
-                loss_fn(model(xb), yb).backward()
+                perturbed = loss_fn(model(xb), yb)
+                (perturbed if weight is None else perturbed * weight).backward()
             clip_gradients(params, clip_norm, clip_value)
             opt.second_step()
         else:

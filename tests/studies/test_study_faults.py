@@ -86,6 +86,18 @@ def test_a_symlinked_results_csv_is_refused_before_any_run(tmp_path, victim):
     assert not (out / "study.sqlite").exists()
 
 
+@pytest.mark.parametrize("entry", ["study.sqlite", "runs"])
+def test_a_symlinked_database_or_runs_folder_is_refused_before_any_run(tmp_path, victim, entry):
+    """Both are written during the study: a link would carry those writes outside the study folder."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    out.mkdir()
+    target = victim if entry == "study.sqlite" else victim.parent
+    (out / entry).symlink_to(target)
+    with pytest.raises(Exception, match=f"{entry}' is a symbolic link"):
+        run_study(STUDY, {"x": [1.0, 2.0], "log": str(log)}, out, progress=False)
+    assert victim.read_text() == "precious" and log_lines(log) == [] and sorted(p.name for p in victim.parent.iterdir()) == ["victim.txt"]
+
+
 @pytest.mark.parametrize("fault", [RuntimeError("the hook failed"), KeyboardInterrupt()])
 def test_a_report_failing_half_way_leaves_the_previous_report_whole(copy_of, fault):
     before = _files(copy_of)

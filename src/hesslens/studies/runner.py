@@ -150,7 +150,10 @@ def run_study(study: str | Study, preset: str | Mapping[str, Any] | Sequence[Map
     if parquet:
         require_parquet()
     out_dir, db_path = _paths(study, out, db)
-    check_folder(out_dir, whole=False, entries=EXPORTS, what="study folder")
+    # Per-run folders and a database kept in the study folder are written there too: no link may
+    # lead them outside it (a database elsewhere is asked for with db=, not smuggled in as a link).
+    inside = (*EXPORTS, "runs", *([db_path.name] if db_path.parent == out_dir else []))
+    check_folder(out_dir, whole=False, entries=inside, what="study folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     job = Job(study=study.name, run=study.run, arity=arity, loss_keys=study.loss_keys, out=str(out_dir.resolve()))
 

@@ -8,8 +8,9 @@ with w_b the batch weights of :mod:`hesslens.operators.data`. They differ in wha
 between products:
 
 ``linearize``
-    ``torch.func.linearize`` of the gradient, once per batch: every later product is a replay of
-    the forward-over-reverse tangent graph with no primal recomputation.
+    the linearisation of the gradient, traced once per batch as ``torch.func.linearize`` does (with
+    the repair of :mod:`hesslens.operators.linearize`): every later product is a replay of the
+    forward-over-reverse tangent graph with no primal recomputation.
 ``double_backward``
     the gradient graph of each batch, built once with ``create_graph=True`` and kept; a product
     is one backward pass through it (Pearlmutter's R-operator by reverse-over-reverse).

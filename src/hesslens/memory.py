@@ -141,7 +141,13 @@ def check(need: int, what: str, max_bytes: str | int | float | None = None, *, a
     return limit
 
 
-def items_that_fit(per_item: int, count: int, fixed: int = 0, max_bytes: str | int | float | None = None) -> int:
-    """How many of ``count`` items of ``per_item`` bytes fit next to ``fixed`` bytes (0 if not even one)."""
+def items_that_fit(per_item: int, count: int, fixed: int = 0, max_bytes: str | int | float | None = None, *,
+                   what: str, advice: str = "") -> int:
+    """How many of ``count`` items of ``per_item`` bytes fit next to ``fixed`` bytes, at least one:
+    where not even one fits, refuse (see :func:`refuse`) with ``fixed + per_item`` as the need of
+    ``what`` (the work done with a single item)."""
     room = budget(max_bytes) - fixed
-    return int(max(0, min(count, room // max(1, per_item))))
+    fit = int(max(0, min(count, room // max(1, per_item))))
+    if fit == 0:
+        refuse(fixed + per_item, what, max_bytes, advice=advice)
+    return fit

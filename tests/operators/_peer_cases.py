@@ -21,7 +21,7 @@ import copy
 import functools
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from _operator_cases import Case
 from conftest import Objective, size_weights, weighted_objective
 
 DT = torch.float64
@@ -86,19 +87,12 @@ def concat_objective(loss_fn: Callable, batches: Sequence[tuple[Any, torch.Tenso
 
 
 @dataclass
-class PeerCase:
-    model: nn.Module
-    kwargs: dict[str, Any]  # for HessianOperator besides the model
-    names: list[str]  # θ, in named_parameters() order
-    hessian: torch.Tensor  # float64 reference
-    uses_mse: bool = False  # linearize is refused for aten.mse_loss (see test_operator_products)
+class PeerCase(Case):
+    """A case of the operator tests' table (model, kwargs, θ names, float64 reference) with the
+    tolerance it is compared at and the reduction the operator must report."""
+
     tol: float = 1e-10
     reduction: str = "mean"  # what op.reduction must say
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        return self.hessian.shape[0]
 
 
 def _gen(seed: int) -> torch.Generator:

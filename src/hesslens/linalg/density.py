@@ -230,9 +230,7 @@ def probe_batch_size(n: int, steps: int, probes: int, probe_batch: int | None = 
     ``probe_batch``); refuses with the estimate when not even one does."""
     signs = memory.estimate(n, probes, itemsize=1)
     per_probe = lanczos_bytes(n, steps, 1)
-    fit = memory.items_that_fit(per_probe, probe_batch or probes, signs, max_bytes)
-    if fit == 0:
-        m = min(steps, n)
-        memory.refuse(signs + per_probe, f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} float64 "
-                      "Lanczos basis and the probes' signs)", max_bytes, advice="lower steps")
-    return fit
+    m = min(steps, n)
+    return memory.items_that_fit(per_probe, probe_batch or probes, signs, max_bytes, advice="lower steps",
+                                 what=f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} float64 "
+                                 "Lanczos basis and the probes' signs)")

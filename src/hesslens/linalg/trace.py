@@ -80,10 +80,9 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
                      "each)", max_bytes, advice="lower num_matvecs or use method='hutchinson'")
     fixed = memory.estimate(n, s) + memory.estimate(n, count, itemsize=1)
     per_column = _PER_COLUMN * memory.estimate(n)
-    group = memory.items_that_fit(per_column, max(count, s), fixed, max_bytes)
-    if group == 0:
-        memory.refuse(fixed + per_column, f"trace with {num_matvecs} products in dimension {n} (the sketch, the "
-                      "probes' signs and one probe column)", max_bytes, advice="lower num_matvecs")
+    group = memory.items_that_fit(per_column, max(count, s), fixed, max_bytes, advice="lower num_matvecs",
+                                  what=f"trace with {num_matvecs} products in dimension {n} (the sketch, the "
+                                  "probes' signs and one probe column)")
     t0 = time.perf_counter()
     if s:
         q, _ = torch.linalg.qr(a.matmat(rademacher(n, s, gen)))

@@ -259,7 +259,7 @@ class HessianOperator:
 
     def _order_independent(self, losses: list[float], tolerance: float) -> bool:
         """Whether a second pass over the data gives the same total loss as the first."""
-        weights = self.data.weights(self.reduction if self.reduction in ("mean", "sum") else "mean")
+        weights = self.data.weights(self.reduction)  # None (not probed yet) weighs as a mean
         with torch.no_grad():
             again = [float(self._loss(self._primal, b)) for b in self.data]
         first = sum(w * l for w, l in zip(weights, losses))

@@ -63,11 +63,11 @@ class LossModule(nn.Module):
             )
         inputs, targets = batch
         outputs = outputs_tensor(self.model(inputs))
-        if isinstance(outputs, torch.Tensor):
-            return self._loss_fn(outputs, targets)
         try:
             return self._loss_fn(outputs, targets)
         except Exception as err:
+            if isinstance(outputs, torch.Tensor):
+                raise
             raise InvalidInputError(
                 f"the model returns a {type(outputs).__name__}, not a tensor, and loss_fn failed on it ({err}); "
                 "pass batch_loss=lambda model, batch: ... to compute the loss from the model's outputs"

@@ -1,22 +1,27 @@
-"""The ``sharpness`` study: smoke preset end to end through the CLI, and the claim rules on planted tables."""
+"""The ``sharpness`` study: the smoke preset end to end through the CLI, and its declared claims on
+planted tables built from the ``full`` preset's own configurations.
+
+The planted tables check the design against the grids: every arm every claim reads exists in the
+``full`` preset (a claim reading a cell no grid trains would be ``not_decided`` for ever), and each
+claim's verdict follows the planted effect — supported when planted, contradicted when reversed.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from scipy.stats import kendalltau
 
 from hesslens.cli import cli as main
-from hesslens.errors import InvalidInputError
-from hesslens.studies import get
-from hesslens.studies.sharpness import CLAIMS, VERDICTS, SharpnessConfig, analyze
+from hesslens.studies import config_dict, get
+from hesslens.studies.sharpness import FIGURES, FULL, SMOKE, analyze, declare, grids
+from hesslens.studies.verdicts import VERDICT_COLUMNS
 
 REQUIRED = ["lr", "batch_size", "optimizer", "rho", "dropout", "batchnorm", "lambda_max", "train_acc", "test_acc",
-            "epochs", "experiment", "reached_target", "diverged", "wall_seconds", "full_batch"]
+            "epochs", "experiment", "reached_target", "capped", "diverged", "wall_seconds", "full_batch", "seed"]
 
 
 @pytest.fixture(scope="module")
@@ -33,142 +38,133 @@ def smoke(tmp_path_factory):
 def test_smoke_results_table(smoke):
     df = pd.read_csv(smoke / "results.csv")
     configs = get("sharpness").configs("smoke")
-    assert len(df) == len(configs) and df["run_key"].is_unique
-    assert (df["seed"] == 0).all()  # the smoke preset: one seed per configuration
+    assert len(df) == len(configs) and df["run_key"].is_unique and (df["seed"] == 0).all()
     for col in REQUIRED:
         assert col in df.columns, col
-    for col in ("lr", "batch_size", "rho", "dropout", "lambda_max", "train_acc", "test_acc", "epochs"):
-        assert pd.api.types.is_numeric_dtype(df[col]), col
-    assert set(df["experiment"]) == {"lr_bs", "ratio", "sam", "dropout", "batchnorm"}
-    # Full batch: batch_size holds the training-set size and full_batch says so.
+    assert df["smoke"].all()
+    # Every grid of the smoke design is run, and a run shared by grids is trained once.
+    held = {g for e in df["experiment"] for g in e.split("+")}
+    assert held == set(grids(SMOKE))
+    assert df["experiment"].str.contains(r"\+").any()
     gd = df[df["full_batch"]]
-    assert len(gd) and (gd["batch_size"] == gd["n_train"]).all()
-    assert (df.loc[~df["full_batch"], "batch_size"] < df.loc[~df["full_batch"], "n_train"]).all()
+    assert len(gd) and (gd["batch_size"] >= gd["n_train"]).all() and (gd["track_every"] > 0).all()
+    assert np.isfinite(gd["eos_ratio_peak"]).all()
     assert np.isfinite(df["lambda_max"]).all() and (df["lambda_max"] > 0).all()
-    # BatchNorm runs were interpolated: the maximum over the path is at least the endpoint.
     bn = df[df["batchnorm"]]
     assert len(bn) and (bn["lambda_max"] >= bn["lambda_max_endpoint"]).all()
     assert set(bn["sharpness_mode"]) == {"train"}
+    assert (df["capped"] == ~df["reached_target"]).all()  # nothing diverged: a run either reached or hit the cap
 
 
-def test_report_lists_every_claim_with_a_verdict(smoke):
-    md = (smoke / "report.md").read_text()
-    analysis_md = (smoke / "analysis.md").read_text()
-    for i in CLAIMS:
-        assert any(f"Claim {i} — {v.upper()}" in md for v in VERDICTS), i
-        assert any(f"**Claim {i} — {v}.**" in analysis_md for v in VERDICTS), i
-    # The verdicts and τ tables head report.md and report.html, before the figures and the runs.
-    assert md.index("## The paper's five claims") < md.index("## Kendall τ") < md.index("## Figures")
-    page = (smoke / "report.html").read_text()
-    assert "<h2>The paper&#x27;s five claims, as reproduced here</h2>" in page
-    for name in ("claim1_lr_batch.png", "claim5_batchnorm.png", "lambda_vs_test.png", "eos_gd.png"):
-        assert (smoke / "figures" / name).stat().st_size > 1000
-    # The hook's verdicts are those of analyze() on the CSV.
+def test_smoke_report_decides_nothing_but_computes_every_effect(smoke):
     claims = pd.read_csv(smoke / "claims.csv")
+    assert list(claims.columns) == list(VERDICT_COLUMNS)
+    assert set(claims["verdict"]) == {"not_decided"}  # study standard 7
+    parts = claims[claims["claim"].str.startswith("↳")]
+    assert np.isfinite(parts["effect"]).all()  # the statistics ran on the smoke runs
+    top = claims[~claims["claim"].str.startswith("↳")]
+    assert list(top["claim"]) == [c.name for c in declare(SMOKE)]
     again = analyze(pd.read_csv(smoke / "results.csv"))
-    assert list(claims["verdict"]) == list(again.claims["verdict"])
-    assert set(claims["verdict"]) <= set(VERDICTS)
+    assert again.smoke and list(again.claims["verdict"]) == list(claims["verdict"])
+    np.testing.assert_allclose(again.claims["effect"], claims["effect"], equal_nan=True)
+    md = (smoke / "report.md").read_text()
+    assert md.index("## The paper's claims, decided over seeds") < md.index("## Figures") < md.index("## Results")
+    assert "Smoke preset" in md and "SUPPORTED" not in md and "CONTRADICTED" not in md
+    for name in FIGURES.values():
+        assert (smoke / "figures" / name).stat().st_size > 1000, name
+    assert "Smoke preset" in (smoke / "analysis.md").read_text()
 
 
-def test_kendall_tau_matches_scipy_on_the_csv(smoke):
-    df = pd.read_csv(smoke / "results.csv")
-    # A training run shared by two grids (same configuration apart from the grid label, epoch cap and
-    # tracking; same epochs) counts once.
-    same = [c for c in df.columns if c in SharpnessConfig.__dataclass_fields__
-            and c not in ("experiment", "max_epochs", "track_every", "tol")] + ["epochs"]
-    assert df.duplicated(subset=same).any()  # the smoke grids do share runs
-    df = df.drop_duplicates(subset=same)
-    # Runs that failed to train (final training accuracy < 0.5) are left out of the analysis.
-    df = df[(df["train_acc"] >= 0.5) & ~df["diverged"]]
-    tau = pd.read_csv(smoke / "kendall_tau.csv")
-    mlp = df[df["arch"] == "mlp"]
-    checked = 0
-    for _, row in tau.iterrows():
-        if row["scope"] == "all MLP runs":
-            sub = mlp
-        elif row["scope"] == "all runs":
-            sub = df
-        elif str(row["scope"]).startswith("MLP runs, batch size"):
-            sub = mlp[mlp["batch_size"] == row["batch_size"]]
-        else:
-            sub = df[df["arch"] != "mlp"]
-        assert row["runs"] == len(sub)
-        if len(sub) >= 2 and sub["lambda_max"].nunique() > 1 and sub["test_acc"].nunique() > 1:
-            expected = kendalltau(sub["lambda_max"], sub["test_acc"])
-            assert row["tau"] == pytest.approx(expected.statistic, abs=1e-12)
-            assert row["p_value"] == pytest.approx(expected.pvalue, abs=1e-12)
-            checked += 1
-        else:
-            assert math.isnan(row["tau"])
-    assert checked >= 2
-
-
-# -- the decision rules on planted tables -----------------------------------------------------------
-def _row(**kw):
-    base = dict(status="done", diverged=False, arch="mlp", optimizer="sgd", rho=0.0, dropout=0.0, batchnorm=False,
-                full_batch=False, reached_target=True, n_test=1250, train_acc=0.99, epochs=10, run_key="k")
-    base.update(kw)
-    return base
-
-
-def _planted(claim1_gd_gain: float = 0.0, ratio_spread: float = 0.0, bn_gain: float = 0.05,
-             dropout_high_acc: float = 0.50) -> pd.DataFrame:
+# -- the full design on planted tables ------------------------------------------------------------------
+def _planted(*, reverse: bool = False, seeds: int = 6) -> pd.DataFrame:
+    """The full preset's configurations × seeds, with metrics in which every claim holds (or, with
+    ``reverse``, fails the other way). Per-seed noise is small against the planted effects."""
+    study = get("sharpness")
+    rng = np.random.default_rng(0)
+    sign = -1.0 if reverse else 1.0
     rows = []
-    for bs, gain in ((32, 0.10), (128, 0.05), (3750, claim1_gd_gain)):
-        for lr, lam, acc in ((0.1, 20.0, 0.60), (0.4, 5.0, 0.60 + gain)):
-            rows.append(_row(experiment="lr_bs", lr=lr, batch_size=bs, lambda_max=lam + bs / 1e4, test_acc=acc,
-                             full_batch=bs == 3750))
-    for i, bs in enumerate((32, 64, 128)):
-        rows.append(_row(experiment="ratio", lr=0.1 * bs / 128, batch_size=bs, lambda_max=10.0 / (i + 1),
-                         test_acc=0.62 + ratio_spread * i / 2))
-    for bs, gain in ((32, 0.08), (512, 0.0)):
-        rows.append(_row(experiment="sam", lr=0.2, batch_size=bs, lambda_max=10.0, test_acc=0.6))
-        for rho in (0.05, 0.1):
-            rows.append(_row(experiment="sam", optimizer="sam", rho=rho, lr=0.2, batch_size=bs, lambda_max=3.0,
-                             test_acc=0.6 + gain))
-    for p, lam, acc in ((0.0, 10.0, 0.62), (0.2, 8.0, 0.63), (0.6, 2.0, dropout_high_acc), (0.7, 1.0, 0.45)):
-        rows.append(_row(experiment="dropout", lr=0.1, batch_size=32, dropout=p, lambda_max=lam, test_acc=acc))
-    for lr, lam_off, lam_on in ((0.1, 5.0, 8.0), (0.4, 3.0, 2.0)):
-        rows.append(_row(experiment="batchnorm", arch="vgg1d", lr=lr, batch_size=128, lambda_max=lam_off,
-                         test_acc=0.90))
-        rows.append(_row(experiment="batchnorm", arch="vgg1d", lr=lr, batch_size=128, batchnorm=True,
-                         lambda_max=lam_on, test_acc=0.90 + bn_gain))
+    for config in study.configs("full"):
+        c = config_dict(config)
+        for seed in range(seeds):
+            lr, bs, p = c["lr"], c["batch_size"], c["dropout"]
+            lam = 10.0 / lr ** sign
+            lam *= (0.5 ** sign) if c["optimizer"] == "sam" else 1.0
+            lam /= (1.0 + 10 * p) ** sign
+            if c["arch"] == "vgg1d" and c["batchnorm"]:
+                lam *= 1.5 if (lr, bs) == (FULL.bn_lrs[0], FULL.bn_batches[0]) else 0.7  # not consistently lower
+            acc = 0.6
+            if c["track_every"] == 0 and c["arch"] == "mlp" and c["until_train_acc"] == 0.99:
+                benefit = 0.08 if bs == FULL.small_batch else (0.0 if bs in FULL.large_batches else 0.04)
+                acc += sign * benefit * (lr - FULL.lr_pair[0]) / (FULL.lr_pair[1] - FULL.lr_pair[0])
+                if c["optimizer"] == "sam":
+                    acc += sign * (0.05 if bs == FULL.small_batch else 0.0)
+            if c["until_train_acc"] == FULL.dropout_target:
+                acc += -sign * 0.1 if p == FULL.dropout_high else 0.02 * (p in FULL.dropout_moderate)
+            if c["arch"] == "vgg1d":
+                acc = 0.9 + sign * 0.03 * c["batchnorm"]
+            tracked = c["track_every"] > 0
+            rows.append({**c, "seed": seed, "status": "done", "lambda_max": lam * (1 + rng.normal(0, 0.01)),
+                         "test_acc": acc + rng.normal(0, 0.002), "capped": False, "full_batch": tracked,
+                         "eos_ratio_peak": (1.4 if not reverse else 0.8) + rng.normal(0, 0.01) if tracked else np.nan,
+                         "eos_ratio_median": (1.05 if not reverse else 1.6) + rng.normal(0, 0.01) if tracked else np.nan,
+                         "eos_ratio_q25": np.nan, "eos_ratio_q75": np.nan, "eos_first_step": 10.0 if tracked else np.nan,
+                         "eos_reached": tracked and not reverse, "epochs": 100})
     return pd.DataFrame(rows)
 
 
-def test_rules_on_a_table_where_every_claim_holds():
+def _verdicts(a, *, parts: bool = False) -> dict:
+    c = a.claims if parts else a.claims[~a.claims["claim"].str.startswith("↳")]
+    return dict(zip(c["claim"], c["verdict"]))
+
+
+def test_every_claim_of_the_full_design_reads_runs_the_full_preset_trains():
     a = analyze(_planted())
-    assert list(a.claims["verdict"]) == ["reproduced"] * 5, a.claims["evidence"].tolist()
+    assert not a.smoke
+    undecided = a.claims[a.claims["verdict"] == "not_decided"]
+    assert undecided.empty, undecided[["claim", "notes"]].to_string()
 
 
-def test_rules_reject_each_claim_when_its_evidence_is_removed():
-    verdicts = lambda df: dict(zip(analyze(df).claims["claim"], analyze(df).claims["verdict"]))  # noqa: E731
-    assert verdicts(_planted(claim1_gd_gain=0.10))[1] == "not reproduced"  # the lr benefit persists under GD
-    assert verdicts(_planted(ratio_spread=0.10))[2] == "not reproduced"  # generalization changes along η/B
-    assert verdicts(_planted(bn_gain=0.0))[5] == "not reproduced"  # BatchNorm does not help
-    assert verdicts(_planted(dropout_high_acc=0.62))[4] == "not reproduced"  # p = 0.6 does not hurt
-    # Claim 1 (a): λ_max rising with η at one batch size breaks it.
+def test_planted_effects_give_supported_and_reversed_ones_contradicted():
+    assert set(_verdicts(analyze(_planted())).values()) == {"supported"}
+    reversed_ = _verdicts(analyze(_planted(reverse=True)))
+    top = [c.name for c in declare(FULL)]
+    # 1c is an interaction the reversal flips as well; 5b (NotAll) is contradicted when BatchNorm lowers
+    # λ_max in every cell, which the reversed table does not plant (one cell still rises): supported.
+    expected = {name: "contradicted" for name in top} | {"5b": "supported"}
+    assert {k: reversed_[k] for k in top} == expected
+
+
+def test_capped_runs_never_carry_a_verdict():
     df = _planted()
-    df.loc[(df["experiment"] == "lr_bs") & (df["batch_size"] == 128) & (df["lr"] == 0.4), "lambda_max"] = 50.0
-    assert verdicts(df)[1] == "not reproduced"
-    # A run that collapsed (training accuracy near chance at the cap) is left out, like a diverged one.
+    high = (df["dropout"] == FULL.dropout_high) & (df["seed"] == 3)
+    df.loc[high, "capped"] = True
+    verdicts = _verdicts(analyze(df), parts=True)
+    assert verdicts["4"] == "not_decided" and verdicts["↳ 4 λ_max"] == "not_decided"
+    assert verdicts["1a"] == "supported"  # other claims unaffected
+
+
+def test_a_missing_run_leaves_its_claims_undecided_with_the_reason():
     df = _planted()
-    bad = _row(experiment="lr_bs", lr=0.8, batch_size=32, lambda_max=3.0, test_acc=0.12, train_acc=0.16,
-               reached_target=False)
-    with_bad = pd.concat([df, pd.DataFrame([bad])], ignore_index=True)
-    a = analyze(with_bad)
-    assert a.verdicts[1] == "reproduced" and list(a.excluded["lr"]) == [0.8]
-    assert analyze(with_bad, min_train_acc=0.0).verdicts[1] == "not reproduced"
-    # Too little data: inconclusive, not a verdict either way.
-    assert verdicts(_planted()[lambda d: d["experiment"] != "sam"])[3] == "inconclusive"
-    empty = analyze(_planted().iloc[:0])
-    assert list(empty.claims["verdict"]) == ["inconclusive"] * 5
+    df = df[~((df["lr"] == FULL.sam_lr) & (df["optimizer"] == "sam") & (df["batch_size"] == 1024) & (df["seed"] == 2))]
+    a = analyze(df)
+    row = a.claims.set_index("claim").loc["↳ 3a B = 1024"]
+    assert row["verdict"] == "not_decided" and "unpaired" in row["notes"]
+    assert _verdicts(a)["1a"] == "supported"
 
 
-def test_bad_configurations_fail_before_running():
-    with pytest.raises(InvalidInputError, match="rho"):
-        SharpnessConfig(optimizer="sgd", rho=0.1)
-    with pytest.raises(InvalidInputError, match="batchnorm"):
-        SharpnessConfig(arch="mlp", batchnorm=True)
-    with pytest.raises(InvalidInputError):
-        get("sharpness").configs({"experiment": "lr_bs", "lr": -1.0})
+def test_design_values_are_trained_by_the_grids():
+    configs = [config_dict(c) for c in get("sharpness").configs("full")]
+    cells = {(c["lr"], c["batch_size"]) for c in configs if c["arch"] == "mlp" and c["track_every"] == 0
+             and c["optimizer"] == "sgd" and c["until_train_acc"] == 0.99}
+    for bs in FULL.batches:
+        assert {(FULL.lr_pair[0], bs), (FULL.lr_pair[1], bs)} <= cells  # the η pair is shared by every batch size
+    for bs in FULL.ratio_batches:
+        assert (FULL.ratio_lr(bs), bs) in cells
+    assert set(FULL.large_batches) < set(FULL.batches) and FULL.small_batch in FULL.batches
+    # one epoch cap for every plain MLP cell, so grids share their runs instead of training them twice
+    assert len({c["max_epochs"] for c in configs if c["arch"] == "mlp" and c["track_every"] == 0
+                and c["until_train_acc"] == 0.99}) == 1
+    assert all(c["n_test"] == 10000 and c["loss_normalisation"] == "nominal" for c in configs)
+    assert len(get("sharpness").seeds_for("full")) >= 5
+    fields = {f.name for f in dataclasses.fields(get("sharpness").config)}
+    assert {"interpolate", "tol", "seed", "smoke"} <= fields

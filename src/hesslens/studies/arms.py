@@ -26,7 +26,7 @@ from ..errors import InvalidInputError
 from .stats import kendall_tau
 
 __all__ = ["Statistic", "Where", "format_where", "interaction", "is_flag", "normalise_where", "paired_difference",
-           "rank_correlation", "row_mask", "select"]
+           "rank_correlation", "row_mask", "run_value", "select", "versus_best"]
 
 
 Where = tuple  # normalised filter: ((column, value or tuple of values), ...)
@@ -194,5 +194,52 @@ def rank_correlation(x: str, y: str, within: Mapping[str, Any], *, seed_column: 
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{desc}: {seed_column} = {seed!r}: {exc}") from None
         return pd.Series(taus, name="kendall_tau", dtype=float)
+
+    return Statistic(desc, compute, lambda df: df[row_mask(df, w)], seed_column)
+
+
+def versus_best(metric: str, arm: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], *,
+                seed_column: str = "seed") -> Statistic:
+    """Per seed, ``metric`` in ``arm`` minus ``metric`` in the best candidate arm, paired by seed.
+
+    The best candidate is the one with the highest mean ``metric`` over seeds, chosen once for all
+    seeds (not per seed, which would pick each seed's luckiest run). It is chosen on the same runs it
+    is then compared with, so the difference is biased towards the arm looking worse; a claim that the
+    arm is worse than "the best" alternative must say so (the description does).
+    """
+    cands = [normalise_where(c, f"candidate {i}") for i, c in enumerate(candidates)]
+    if len(cands) < 2:
+        raise InvalidInputError(f"versus_best needs at least 2 candidate arms, got {len(cands)}")
+    a = normalise_where(arm, "arm")
+    names = "; ".join(f"({format_where(c)})" for c in cands)
+    desc = (f"{metric} of ({format_where(a)}) − {metric} of the best of {names} by mean {metric} over seeds, paired "
+            f"by {seed_column} (the best is chosen on these runs, which favours a negative difference)")
+
+    def best(df: pd.DataFrame) -> Where:
+        means = [_arm_values(df, metric, c, [seed_column], f"candidate {i}")[metric].astype(float).mean()
+                 for i, c in enumerate(cands)]
+        return cands[int(np.argmax(means))]
+
+    def compute(df: pd.DataFrame) -> pd.Series:
+        return paired_difference(metric, dict(a), dict(best(df)), seed_column=seed_column)(df)
+
+    def rows(df: pd.DataFrame) -> pd.DataFrame:
+        mask = row_mask(df, a)
+        for c in cands:
+            mask |= row_mask(df, c)
+        return df[mask]
+
+    return Statistic(desc, compute, rows, seed_column)
+
+
+def run_value(metric: str, where: Mapping[str, Any], *, minus: float = 0.0, seed_column: str = "seed") -> Statistic:
+    """Per seed, ``metric − minus`` of the one run matching ``where`` (a statistic of single runs, e.g. a
+    summary the run computed itself); several or no runs for a seed are an error naming the filter."""
+    w = normalise_where(where, "runs")
+    desc = f"{metric} − {minus:g} of the run with {format_where(w)}" if minus else f"{metric} of the run with {format_where(w)}"
+
+    def compute(df: pd.DataFrame) -> pd.Series:
+        sub = _arm_values(df, metric, w, [seed_column], "runs")
+        return (sub.set_index(seed_column)[metric].astype(float) - minus).rename(metric)
 
     return Statistic(desc, compute, lambda df: df[row_mask(df, w)], seed_column)

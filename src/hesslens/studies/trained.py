@@ -148,7 +148,8 @@ def _run(config: TrainedNetConfig, measure: Callable, ctx: Any) -> tuple[dict, l
         callbacks.append(tracker)
     result = train(model, ds, config.optimizer, batch_size=bs, lr=config.lr, until_train_acc=config.until_train_acc,
                    max_epochs=config.max_epochs, rho=config.rho if config.optimizer == "sam" else None,
-                   seed=config.seed + 1, callbacks=callbacks, loss_normalisation=config.loss_normalisation)
+                   seed=config.seed + 1, callbacks=callbacks, loss_normalisation=config.loss_normalisation,
+                   test_eval="final")  # only the final test accuracy is recorded: skip the per-epoch test passes
     record: dict[str, Any] = {
         "train_acc": result.train_acc, "test_acc": result.test_acc, "train_loss": result.train_loss,
         "test_loss": result.test_loss, "epochs": result.epochs, "steps": result.steps,

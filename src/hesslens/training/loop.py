@@ -63,6 +63,9 @@ TASKS = ("classification", "regression")
 #: Accepted values of ``train(..., loss_normalisation=)``: batch mean, or sum over the nominal batch size.
 LOSS_NORMALISATIONS = ("mean", "nominal")
 
+#: Accepted values of ``train(..., test_eval=)``: the test set at every evaluation, or for the final model only.
+TEST_EVALS = ("every", "final")
+
 #: Cap on epochs when training runs ``until_train_acc`` without ``epochs``.
 DEFAULT_MAX_EPOCHS = 10_000
 
@@ -208,6 +211,7 @@ def train(
     eval_batch_size: int = 4096,
     progress: bool | None = None,
     loss_normalisation: str = "mean",
+    test_eval: str = "every",
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` and return a :class:`TrainResult`.
 
@@ -254,6 +258,11 @@ def train(
         batch means, and the evaluations are unaffected. It is computed as (|b|/B) times
         ``loss(outputs, targets)``, which must therefore return the batch mean.
 
+    test_eval : ``"every"`` (default) evaluates the test set with every training-set evaluation;
+        ``"final"`` only for the final model (the history's other test entries are NaN). The test
+        set never influences training, so the trained model is the same either way; ``"final"``
+        saves the test passes when only the final test accuracy is wanted (a large test set).
+
     Bad configurations raise :class:`~hesslens.errors.InvalidInputError` naming the field,
     before any step is taken.
     """
@@ -289,6 +298,8 @@ def train(
     if not isinstance(loss_normalisation, str) or loss_normalisation not in LOSS_NORMALISATIONS:
         raise _fail("loss_normalisation", f"must be one of {LOSS_NORMALISATIONS}, got {loss_normalisation!r}")
     nominal = loss_normalisation == "nominal"
+    if test_eval not in TEST_EVALS:
+        raise _fail("test_eval", f"must be one of {TEST_EVALS}, got {test_eval!r}")
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
         if not callable(cb):
@@ -350,7 +361,8 @@ def train(
 
     def evaluate(epoch: int, steps: int) -> dict[str, Any]:
         tl, ta = _evaluate(model, loss_fn, train_data, classification, eval_batch_size)
-        vl, va = _evaluate(model, loss_fn, test_data, classification, eval_batch_size)
+        vl, va = (_evaluate(model, loss_fn, test_data, classification, eval_batch_size) if test_eval == "every"
+                  else (math.nan, math.nan) if test_data is not None else (None, None))
         row = {"epoch": epoch, "step": steps, "train_loss": tl, "train_acc": ta, "test_loss": vl, "test_acc": va,
                "lr": current_lr(), "seconds": time.perf_counter() - t0}
         rows.append(row)
@@ -436,6 +448,9 @@ def train(
                         stop_reason = stop_reason or "callback"
                     if stop_reason is not None and rows[-1]["step"] != steps:
                         evaluate(epoch, steps)  # stopped by a callback between evaluations
+            if test_eval == "final" and test_data is not None:  # the last row is the final model
+                rows[-1]["test_loss"], rows[-1]["test_acc"] = _evaluate(model, loss_fn, test_data, classification,
+                                                                        eval_batch_size)
     finally:
         opt.zero_grad(set_to_none=True)
         for m, flag in training_flags.items():

@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..arms import (
-    interaction,
-    paired_difference,
-    rank_correlation,
-    run_value,
-    versus_best,
-)
+from ..arms import interaction, paired_difference, rank_correlation, run_value, versus_best
 from ..claims import Claim
 from ..verdicts import AllOf, NotAll
 from .design import Design

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up, train the embedded default model and write its curvature report.
+# The main job: set up (the core dependencies only: no test, Ray or Lightning packages), train the
+# embedded default model and write its curvature report.
 # Extra arguments go to `hesslens analyze` (e.g. --out DIR, --steps 80 --probes 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -480,3 +480,131 @@ def test_memory_budget_option(tmp_path, user_module, monkeypatch):
     result = CliRunner().invoke(cli, ["analyze", *args])
     assert result.exit_code != 0 and "above the memory budget of" in result.output and "1K" in result.output
     assert "Traceback" not in result.output and os.environ[memory.ENV_VAR] == "1K"
+
+
+# -- --params, --k, --which: the Python API's params=, k and which, recorded and explained --------------
+def test_params_takes_several_patterns_after_one_flag():
+    from hesslens.cli_inputs import spread_params
+
+    assert spread_params(["--params", "a", "b", "--k", "2", "-q"]) == \
+        ["--params", "a", "--params", "b", "--k", "2", "-q"]
+    assert spread_params(["--params=a", "b", "--params", "c"]) == ["--params=a", "--params", "b", "--params", "c"]
+    assert spread_params(["--k", "2", "--", "x", "y"]) == ["--k", "2", "--", "x", "y"]
+    assert spread_params(["--params"]) == ["--params"]  # click then says it needs a value
+
+
+def _user_args(user_module: str, checkpoint: Path, *more: str) -> list[str]:
+    return ["--model", f"{user_module}:make", "--checkpoint", str(checkpoint), "--data", f"{user_module}:batches",
+            *more, *FAST]
+
+
+def test_which_both_matches_hesslens_eigenvalues_and_the_exact_hessian(tmp_path, user_module, checkpoint):
+    """--params '2.*' --k 3 --which both: the values of hesslens.eigenvalues on the same model and
+    params, in its order (3 smallest ascending, then 3 largest descending), against a dense reference."""
+    out = tmp_path / "o"
+    path, model = checkpoint
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), *_user_args(user_module, path, "--params", "2.*",
+                                                                                 "--k", "3", "--which", "both")])
+    assert result.exit_code == 0, result.output
+    s = load_summary(out)
+    mod = __import__(user_module)
+    names = ["2.weight", "2.bias"]
+    api = hl.eigenvalues(hl.HessianOperator(model, nn.CrossEntropyLoss(), mod.batches(), params="2.*"),
+                         k=3, which="both")
+    got = [v["value"] for v in s.eigen["values"]]
+    np.testing.assert_allclose(got, api.values, rtol=1e-8, atol=1e-12)
+    exact = torch.linalg.eigvalsh(reference_hessian(
+        model, concatenated_objective(nn.CrossEntropyLoss(), mod.batches()), names)).numpy()
+    scale = np.abs(exact).max()
+    np.testing.assert_allclose(got, [*exact[:3], *exact[::-1][:3]], atol=1e-8 * scale)
+    assert [(v["end"], v["rank"]) for v in s.eigen["values"]] == \
+        [("smallest", 1), ("smallest", 2), ("smallest", 3), ("largest", 1), ("largest", 2), ("largest", 3)]
+    assert s.lambda_min["value"] == got[0] and s.lambda_max["value"] == got[3]
+    assert s.eigen["order"] == "the 3 smallest, ascending (λ_min first), then the 3 largest, descending (λ_max first)"
+    # recorded: settings (summary.json and the page's settings table), the selection, the command
+    assert s.settings["params"] == ["2.*"] and s.settings["k"] == 3 and s.settings["which"] == "both"
+    assert s.model["selected_parameters"] == names and s.model["analysed_parameters"] == len(exact) == 15
+    assert "--params '2.*' --k 3 --which both" in s.settings["command"]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for row in ("<th>params</th><td>2.*</td>", '<th>k</th><td class="num">3</td>', "<th>which</th><td>both</td>",
+                "Requested eigenvalues", "the 3 smallest, ascending (λ_min first), then the 3 largest"):
+        assert row in page, row
+
+
+def test_which_largest_lists_the_k_largest_and_still_reports_lambda_min(tmp_path, user_module, checkpoint):
+    out = tmp_path / "o"
+    path, model = checkpoint
+    args = _user_args(user_module, path, "--params", "0.weight", "2.bias", "--k", "2", "--which", "largest")
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), *[a for a in args if a != "--quiet"]])
+    assert result.exit_code == 0, result.output
+    s = load_summary(out)
+    mod = __import__(user_module)
+    names = ["0.weight", "2.bias"]
+    exact = torch.linalg.eigvalsh(reference_hessian(
+        model, concatenated_objective(nn.CrossEntropyLoss(), mod.batches()), names)).numpy()
+    scale = np.abs(exact).max()
+    np.testing.assert_allclose([v["value"] for v in s.eigen["values"]], exact[::-1][:2], atol=1e-8 * scale)
+    assert abs(s.lambda_min["value"] - exact[0]) <= 1e-6 * scale  # from the second, k=1 "smallest" run
+    assert [r["which"] for r in s.eigen["runs"]] == ["largest", "smallest"]
+    assert s.eigen["matvecs"] == sum(r["matvecs"] for r in s.eigen["runs"])
+    assert s.settings["params"] == names and s.model["selected_parameters"] == names
+    # the printed table says the order of the values it prints
+    assert "k=2, which=largest, in this order: the 2 largest, descending (lambda_max first)" in result.output
+    assert "largest #1" in result.output and "largest #2" in result.output and "smallest #1" not in result.output
+    assert "params     0.weight, 2.bias" in result.output
+
+
+def test_the_recorded_command_repeats_the_selection(tmp_path, user_module, checkpoint):
+    import shlex
+
+    first = tmp_path / "a"
+    args = _user_args(user_module, checkpoint[0], "--params", "2.*", "0.bias", "--k", "2", "--which", "smallest")
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(first), *args]).exit_code == 0
+    command = load_summary(first).settings["command"]
+    again = tmp_path / "b"
+    repeated = [*shlex.split(command)[1:], "--out", str(again), "--quiet"]
+    result = CliRunner().invoke(cli, repeated)
+    assert result.exit_code == 0, result.output
+    a, b = load_summary(first), load_summary(again)
+    assert a.settings == b.settings and a.eigen["values"] == b.eigen["values"]
+    assert a.settings["params"] == ["2.*", "0.bias"] and a.model["selected_parameters"] == ["0.bias", "2.weight",
+                                                                                              "2.bias"]
+
+
+def test_default_options_keep_the_old_analysis(tmp_path, user_module, checkpoint):
+    out = tmp_path / "o"
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), *_user_args(user_module, checkpoint[0])]).exit_code == 0
+    s = load_summary(out)
+    assert s.settings["params"] is None and s.settings["k"] == 1 and s.settings["which"] == "both"
+    assert "selected_parameters" not in s.model and len(s.eigen["runs"]) == 1
+    assert [v["value"] for v in s.eigen["values"]] == [s.lambda_min["value"], s.lambda_max["value"]]
+
+
+@pytest.mark.parametrize("args, option, needles", [
+    (["--params", "3.*"], "--params", ["'3.*' matches no parameter", "0.weight (4, 5)", "2.bias (3,)",
+                                       "fnmatch"]),
+    (["--params", "2.*", "fc.weight"], "--params", ["'fc.weight' matches no parameter"]),
+    (["--params", "2.bias", "--k", "2"], "--k", ["2 is too large", "--which both", "n=3", "use --k 1 or less"]),
+    (["--params", "2.bias", "--k", "3", "--which", "largest"], "--k",
+     ["3 is too large", "(2.bias) span n=3", "k < n", "use --k 2 or less"]),
+    (["--k", "20"], "--k", ["n=39", "use --k 19 or less"]),
+    (["--k", "0"], "--k", ["not in the range x>=1"]),
+    (["--which", "top"], "--which", ["'top' is not one of", "'largest'", "'smallest'", "'both'"]),
+])
+def test_bad_selection_is_a_usage_error_naming_the_option(args, option, needles, tmp_path, user_module,
+                                                          monkeypatch):
+    import hesslens.report
+
+    monkeypatch.setattr(hesslens.report, "analyze_operator", lambda *a, **k: pytest.fail("the analysis started"))
+    output = _fails(["--out", str(tmp_path / "r"), "--model", f"{user_module}:make", "--data",
+                     f"{user_module}:batches", *args], f"Invalid value for '{option}'", *needles)
+    assert "Usage:" in output and not (tmp_path / "r").exists()
+
+
+def test_default_model_refuses_a_bad_selection_before_training(tmp_path, no_computation):
+    output = _fails(["--out", str(tmp_path / "r"), "--params", "fc.*"], "Invalid value for '--params'",
+                    "'fc.*' matches no parameter", "0.weight (16, 64)", "2.weight (10, 16)", "2.bias (10,)")
+    assert "Traceback" not in output
+    _fails(["--out", str(tmp_path / "r"), "--params", "2.bias", "--k", "6"], "Invalid value for '--k'",
+           "n=10", "use --k 5 or less")
+    assert not (tmp_path / "r").exists()

@@ -1,13 +1,31 @@
-"""hesslens: curvature of neural-network loss landscapes, exact on small models and fast on large ones."""
+"""hesslens: curvature of neural-network loss landscapes, exact on small models and fast on large ones.
 
+The public names below are imported on first use (PEP 562), so ``import hesslens`` itself is
+cheap: torch, pandas and the rest load when ``hesslens.eigenvalues``, ``hesslens.train``, … are
+first touched (or a submodule such as ``hesslens.studies`` is imported). This keeps commands that
+need none of them — ``hesslens study NAME --status``, ``hesslens --version`` — fast.
+"""
+
+import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from . import lazy as _lazy
 from .errors import EngineRefusedError, HesslensError, InvalidInputError, MemoryBudgetError, NonDeterministicLossError
-from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
-from .operators import HessianOperator, as_operator, preserved_state
-from . import datasets
-from .training import TrainResult, Tracker, train
-from .analysis import SharpnessResult, sharpness
 
 __version__ = "0.1.0"
+
+# Library convention: hesslens logs through the "hesslens" logger and leaves handlers to the application.
+if not any(isinstance(h, _logging.NullHandler) for h in _logging.getLogger(__name__).handlers):
+    _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+#: Public name → the module (relative to this package) that defines it.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("EigenResult", "SpectralDensity", "TraceResult", "eigenvalues", "exact_spectrum",
+                     "spectral_density", "trace"), ".linalg"),
+    **dict.fromkeys(("HessianOperator", "as_operator", "preserved_state"), ".operators"),
+    **dict.fromkeys(("TrainResult", "Tracker", "train"), ".training"),
+    **dict.fromkeys(("SharpnessResult", "sharpness"), ".analysis"),
+}
 
 __all__ = [
     "EigenResult", "EngineRefusedError", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
@@ -15,3 +33,14 @@ __all__ = [
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
     "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness",
 ]
+
+
+__getattr__, __dir__ = _lazy.attach(__name__, _LAZY, __all__)
+
+
+if _TYPE_CHECKING:  # what static checkers and IDEs see: the same names, imported eagerly
+    from . import datasets
+    from .analysis import SharpnessResult, sharpness
+    from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
+    from .operators import HessianOperator, as_operator, preserved_state
+    from .training import TrainResult, Tracker, train

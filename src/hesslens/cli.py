@@ -9,6 +9,11 @@
   itself), ``--checkpoint`` is a ``state_dict`` saved with ``torch.save``, and ``function()``
   returns one ``(inputs, targets)`` batch, a list of batches or a DataLoader.
 
+``--params PATTERN…`` restricts θ to the parameters whose ``named_parameters()`` names match one of
+the fnmatch-style patterns (the ``params=`` of :class:`hesslens.HessianOperator`), and ``--k K --which
+largest|smallest|both`` are the ``k`` and ``which`` of :func:`hesslens.eigenvalues`; all three are
+recorded in the report's settings, and the report lists the values in the API's order.
+
 ``module`` is an importable module name (the current directory is searched first, as with
 ``python -m``) or a path to a ``.py`` file, resolved by :mod:`hesslens.loading`. Errors raised by
 hesslens (bad data, a stochastic loss, a memory budget) are printed as one line and exit with
@@ -23,13 +28,19 @@ import os
 import shlex
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, loading
+from . import __version__
+from .cli_inputs import _AnalyzeCommand, _memory_budget, check_selection, load_data, load_model
 from .errors import HesslensError
+
+#: ``hesslens.eigenvalues(which=)`` choices, spelled out so that the CLI imports no torch before a
+#: command needs it (``--status``, ``--version``); a test checks they equal ``linalg.eigen.WHICH``.
+WHICH = ("largest", "smallest", "both")
 
 LOSSES = ("cross_entropy", "mse")
 MODES = ("eval", "train", "as_is")
@@ -60,61 +71,6 @@ class FiniteFloatRange(click.FloatRange):
 SEED = click.IntRange(min=0, max=2**63 - 1)
 
 
-# -- loading the user's objects -------------------------------------------------------------------
-def load_object(spec: str, option: str) -> Any:
-    """Resolve ``module:attribute`` (attribute may be dotted) with :func:`hesslens.loading.load_object`;
-    its errors become usage errors of ``option``."""
-    try:
-        return loading.load_object(spec)
-    except loading.ObjectLoadError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from exc
-
-
-def _call(obj: Any, spec: str, option: str) -> Any:
-    try:
-        return obj()
-    except HesslensError:
-        raise
-    except Exception as exc:
-        raise click.ClickException(f"{option} {spec}: calling it failed: {type(exc).__name__}: {exc}") from exc
-
-
-def load_model(spec: str, checkpoint: str | None):
-    """The user's model from ``--model`` and, if given, its weights from ``--checkpoint``."""
-    import torch
-    from torch import nn
-
-    obj = load_object(spec, "--model")
-    model = obj if isinstance(obj, nn.Module) else _call(obj, spec, "--model") if callable(obj) else obj
-    if not isinstance(model, nn.Module):
-        raise click.BadParameter(f"{spec!r} gave a {type(model).__name__}, not a torch.nn.Module", param_hint="--model")
-    if checkpoint is not None:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise click.BadParameter(f"cannot read {checkpoint!r} with torch.load: {type(exc).__name__}: {exc}",
-                                     param_hint="--checkpoint") from exc
-        if isinstance(state, dict):
-            for key in ("state_dict", "model_state_dict", "model"):
-                if isinstance(state.get(key), dict):
-                    state = state[key]
-                    break
-        if not isinstance(state, dict):
-            raise click.BadParameter(f"{checkpoint!r} holds a {type(state).__name__}, not a state_dict",
-                                     param_hint="--checkpoint")
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise click.BadParameter(f"{checkpoint!r} does not fit the model from {spec!r}: "
-                                     + " ".join(str(exc).split()), param_hint="--checkpoint") from exc
-    return model
-
-
-def load_data(spec: str) -> Any:
-    obj = load_object(spec, "--data")
-    return _call(obj, spec, "--data") if callable(obj) else obj
-
-
 # -- progress over the whole job -----------------------------------------------------------------
 class _Steps:
     """One tqdm bar over the job's steps (on stderr, only on a terminal)."""
@@ -138,20 +94,6 @@ class _Steps:
         self._cm.__exit__(None, None, None)
 
 
-def _memory_budget(value: str | None) -> None:
-    """Validate --memory-budget and make it the process's budget (the variable every algorithm reads)."""
-    if value is None:
-        return
-    from . import memory
-    from .errors import InvalidInputError
-
-    try:
-        memory.parse_bytes(value, "--memory-budget")
-    except InvalidInputError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--memory-budget'") from None
-    os.environ[memory.ENV_VAR] = value
-
-
 # -- commands -------------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="hesslens")
@@ -159,7 +101,7 @@ def cli() -> None:
     """hesslens: Hessian eigenvalues, traces and spectral densities of PyTorch models."""
 
 
-@cli.command()
+@cli.command(cls=_AnalyzeCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("hesslens-report"),
               show_default=True, help="Report folder, replaced as a whole when the report is complete.")
 @click.option("--model", "model_spec", metavar="MODULE:FACTORY",
@@ -170,23 +112,36 @@ def cli() -> None:
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="Criterion for --model  [default: cross_entropy]")
 @click.option("--mode", type=click.Choice(MODES), default="eval", show_default=True,
               help="eval, train (BatchNorm batch statistics), or as_is.")
+@click.option("--params", "params", multiple=True, metavar="PATTERN...",
+              help="Analyse only the parameters whose names (model.named_parameters()) match one of these "
+              "fnmatch patterns, e.g. --params '2.*' or --params fc.weight fc.bias. Default: every trainable "
+              "parameter.")
+@click.option("--k", "k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many extreme eigenvalues (at each end with --which both); below the number of "
+              "selected parameters, at most half of it with both.")
+@click.option("--which", "which", type=click.Choice(WHICH), default="both", show_default=True,
+              help="largest: the k largest, descending; smallest: the k smallest, ascending; both: the k "
+              "smallest ascending, then the k largest descending (as hesslens.eigenvalues).")
 @click.option("--steps", type=click.IntRange(min=1), default=80, show_default=True, help="SLQ Lanczos steps (capped at the parameter count).")
 @click.option("--probes", type=click.IntRange(min=1), default=10, show_default=True, help="SLQ random probes.")
 @click.option("--trace-matvecs", type=click.IntRange(min=6), default=100, show_default=True, help="Hutch++ products for the trace.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random probe.")
 @click.option("--tol", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=1e-6,
-              show_default=True, help="Relative residual tolerance of λ_max and λ_min (between 0 and 1).")
+              show_default=True, help="Relative residual tolerance of the Lanczos eigenvalues (between 0 and 1).")
 @click.option("--memory-budget", metavar="SIZE", callback=lambda ctx, param, value: _memory_budget(value),
               expose_value=False, help="Memory budget of every computation, e.g. 8G (sets HESSLENS_MEMORY_BUDGET; "
               "default: that variable, else a quarter of physical memory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the report path.")
 def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str | None,
-            mode: str, steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool) -> None:
+            mode: str, params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int,
+            seed: int, tol: float, quiet: bool) -> None:
     """Measure λ_max, λ_min, the trace and the spectral density of the loss Hessian; write a report.
 
     \b
     Without --model: train the embedded default (MLP on scikit-learn digits) and analyse it.
     With --model M:F --data M:G [--checkpoint FILE]: analyse your model on your data.
+    --params PATTERN... restricts the analysis to some parameters; --k and --which
+    choose the eigenvalues listed (λ_max and λ_min are always reported).
     The report folder holds summary.json, density.png and report.html.
     """
     if model_spec is None:
@@ -205,8 +160,8 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
         raise click.BadParameter(str(exc), param_hint="'--out'") from None
     try:
         with _friendly_warnings():
-            files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, steps, probes,
-                         trace_matvecs, seed, tol, quiet)
+            files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, params, k, which,
+                         steps, probes, trace_matvecs, seed, tol, quiet)
     except HesslensError as exc:
         raise HesslensFailure(exc) from exc
     if quiet:
@@ -236,7 +191,8 @@ def _friendly_warnings():
 
 
 def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
-         steps: int, probes: int, trace_matvecs: int, seed: int, tol: float, quiet: bool):
+         params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int, seed: int,
+         tol: float, quiet: bool):
     started = time.perf_counter()
     import torch
     from torch import nn
@@ -244,7 +200,8 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
     from .operators import HessianOperator
     from .report import STEPS, AnalysisSettings, analyze_operator, write_report
 
-    settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol)
+    settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol,
+                                k=k, which=which)
     first = "train default model" if model_spec is None else "load model and data"
     progress = False if quiet else None
     bar = _Steps([first, "build operator", *STEPS, "write report"], enabled=progress)
@@ -256,6 +213,9 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
         if model_spec is None:
             from .defaults import analysis_data, build_model, default_problem
 
+            # The untrained model has the trained one's parameter names and shapes: refuse --params and
+            # --k before spending the training time.
+            check_selection(build_model(), params, k, which)
             problem = default_problem()
             model, data, loss_fn = problem.model, problem.data, problem.loss_fn
             info = dict(problem.info)
@@ -269,6 +229,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
             timings["train"] = time.perf_counter() - t0
         else:
             model = load_model(model_spec, checkpoint)
+            check_selection(model, params, k, which)
             data = load_data(data_spec)
             loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
             info = {"name": type(model).__name__, "factory": model_spec,
@@ -281,7 +242,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
         bar.start("build operator")
         t0 = time.perf_counter()
         try:
-            op = HessianOperator(model, loss_fn, data, mode=mode)
+            op = HessianOperator(model, loss_fn, data, mode=mode, params=list(params) or None)
         except (RuntimeError, TypeError, ValueError, IndexError) as exc:
             # Almost always the user's model, data and --loss not fitting together (shapes, dtypes):
             # one line says which; the traceback stays available for debugging.
@@ -298,9 +259,11 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
             ) from exc
         timings["operator"] = time.perf_counter() - t0
 
-        command = _command(model_spec, checkpoint, data_spec, loss, mode, steps, probes, trace_matvecs, seed, tol)
+        command = _command(model_spec, checkpoint, data_spec, loss, mode, params, k, which, steps, probes,
+                           trace_matvecs, seed, tol)
         summary = analyze_operator(op, settings, model_info=info, data_info=data_info,
-                                   extra_settings={"loss": loss, "command": command}, timings=timings,
+                                   extra_settings={"loss": loss, "params": list(params) or None, "command": command},
+                                   timings=timings,
                                    progress=progress,
                                    on_step=bar.start)
         bar.start("write report")
@@ -310,14 +273,17 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
 
 
 def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
-             steps: int, probes: int, trace_matvecs: int, seed: int, tol: float) -> str:
+             params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int, seed: int,
+             tol: float) -> str:
     """The command line that repeats this analysis (recorded in the summary's settings)."""
     args = ["hesslens", "analyze"]
     if model_spec is not None:
         args += ["--model", model_spec, *(["--checkpoint", str(checkpoint)] if checkpoint else []),
                  "--data", str(data_spec), "--loss", loss]
-    args += ["--mode", mode, "--steps", str(steps), "--probes", str(probes), "--trace-matvecs", str(trace_matvecs),
-             "--seed", str(seed), "--tol", repr(tol)]
+    if params:
+        args += ["--params", *params]
+    args += ["--k", str(k), "--which", which, "--mode", mode, "--steps", str(steps), "--probes", str(probes),
+             "--trace-matvecs", str(trace_matvecs), "--seed", str(seed), "--tol", repr(tol)]
     return shlex.join(args)
 
 
@@ -331,17 +297,39 @@ def summary_table(files: Any) -> str:
         return f"{fmt(d['value']):>14}   residual {fmt(d['residual'], 2)}{'' if d['converged'] else ', NOT converged'}"
 
     tr = s.trace
-    rows = [
-        ("model", f"{s.model.get('name')}: {fmt(s.model.get('analysed_parameters'))} parameters, "
-                  f"{fmt(s.data.get('samples'))} samples"),
-        ("lambda_max", eig(s.lambda_max)),
-        ("lambda_min", eig(s.lambda_min)),
-        ("trace", f"{fmt(tr['estimate']):>14} +- {fmt(tr['stderr'], 3)} (1 s.e., {tr['method']}, {tr['matvecs']} products)"),
-        ("engine", str(s.engine.get("name"))),
-        ("time", f"{s.timings.get('total', float('nan')):.1f} s"),
-        ("report", str(files.report_html)),
+    selected = s.model.get("selected_parameters")
+    of_total = f" of {fmt(s.model.get('parameters'))}" if selected and s.model.get("parameters") else ""
+
+    def row(key: str, value: str) -> str:
+        return f"  {key:<11}{value}"
+
+    lines = [
+        row("model", f"{s.model.get('name')}: {fmt(s.model.get('analysed_parameters'))}{of_total} parameters, "
+                     f"{fmt(s.data.get('samples'))} samples"),
+        *([row("params", ", ".join(selected))] if selected else []),
+        row("lambda_max", eig(s.lambda_max)),
+        row("lambda_min", eig(s.lambda_min)),
+        *_requested_lines(s.eigen, eig),
+        row("trace", f"{fmt(tr['estimate']):>14} +- {fmt(tr['stderr'], 3)} (1 s.e., {tr['method']}, "
+                     f"{tr['matvecs']} products)"),
+        row("engine", str(s.engine.get("name"))),
+        row("time", f"{s.timings.get('total', float('nan')):.1f} s"),
+        row("report", str(files.report_html)),
     ]
-    return "\n".join(f"  {k:<11}{v}" for k, v in rows)
+    return "\n".join(lines)
+
+
+def _requested_lines(e: dict[str, Any], eig: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The eigenvalues asked for with --k/--which (``e`` is the summary's ``eigen``), in
+    hesslens.eigenvalues's order, which the first line states (nothing for k=1, which=both: the
+    lambda_max and lambda_min lines are those two values)."""
+    values = e.get("values") or []
+    if not values or (e.get("k") == 1 and e.get("which") == "both"):
+        return []
+    order = str(e.get("order", "")).replace("λ_max", "lambda_max").replace("λ_min", "lambda_min")
+    lines = [f"  {'eigen':<11}k={e.get('k')}, which={e.get('which')}, in this order: {order}"]
+    lines += [f"    {v['end'] + ' #' + str(v['rank']):<11}{eig(v)}" for v in values]
+    return lines
 
 
 from .studies.cli import study  # noqa: E402  (the interface layer gathers its commands here)

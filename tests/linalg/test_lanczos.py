@@ -61,10 +61,17 @@ def test_mixed_breakdowns_in_one_batch():
     idx = [5, 20, 41]
     v0 = np.stack([p.q[:, 10], p.q[:, idx] @ np.array([1.0, -2.0, 0.5]),
                    np.random.default_rng(5).standard_normal(n)], axis=1)
-    calls = []
-    tri = lanczos(matmat_of(p.a), torch.from_numpy(v0), n, on_step=lambda: calls.append(1))
+    calls, products, columns = [], [], []
+
+    def counted(v):
+        columns.append(v.shape[1])
+        return matmat_of(p.a)(v)
+
+    tri = lanczos(counted, torch.from_numpy(v0), n, on_step=lambda: calls.append(1), on_matvecs=products.append)
     assert tri.lengths.tolist() == [1, 3, n]
     assert tri.matvecs == 1 + 3 + n and len(calls) == n
+    # on_matvecs reports each product's columns (the active recurrences), summing to matvecs
+    assert products == columns and products[:4] == [3, 2, 2, 1] and sum(products) == tri.matvecs
     np.testing.assert_allclose(np.linalg.eigvalsh(tri.matrix(0)), p.lam[[10]], atol=1e-12)
     np.testing.assert_allclose(np.linalg.eigvalsh(tri.matrix(1)), p.lam[idx], atol=1e-12)
     np.testing.assert_allclose(np.linalg.eigvalsh(tri.matrix(2)), p.lam, atol=1e-10)

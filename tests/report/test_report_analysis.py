@@ -129,3 +129,60 @@ def test_settings_are_validated():
         AnalysisSettings(probes=0)
     with pytest.raises(hl.InvalidInputError, match="tol"):
         AnalysisSettings(tol=0.0)
+
+
+# -- k and which: hesslens.eigenvalues's values, in its order; both ends always reported ---------------
+FAST = dict(probes=2, steps=5, trace_matvecs=12)
+
+
+@pytest.mark.parametrize("k, which", [(3, "both"), (2, "largest"), (2, "smallest")])
+def test_k_and_which_give_the_apis_values_in_its_order(k, which):
+    op = hl.HessianOperator(tiny_model(), nn.CrossEntropyLoss(), tiny_batches())
+    s = analyze_operator(op, AnalysisSettings(k=k, which=which, **FAST), progress=False)
+    exact = tiny_spectrum()
+    scale = np.abs(exact).max()
+    expected = {"both": [*exact[:k], *exact[::-1][:k]], "largest": exact[::-1][:k], "smallest": exact[:k]}[which]
+    values = s.eigen["values"]
+    np.testing.assert_allclose([v["value"] for v in values], expected, atol=1e-6 * scale)
+    assert [v["value"] for v in values] == hl.eigenvalues(op, k=k, which=which).values.tolist()
+    ends = {"both": ["smallest"] * k + ["largest"] * k, "largest": ["largest"] * k, "smallest": ["smallest"] * k}
+    assert [v["end"] for v in values] == ends[which] and [v["rank"] for v in values][:k] == list(range(1, k + 1))
+    assert all(v["converged"] and v["residual"] >= 0 for v in values)
+    # both ends are always in the summary: the one which leaves out comes from a k=1 run
+    assert abs(s.lambda_max["value"] - exact[-1]) <= 1e-6 * scale
+    assert abs(s.lambda_min["value"] - exact[0]) <= 1e-6 * scale
+    assert [(r["k"], r["which"]) for r in s.eigen["runs"]] == \
+        ([(k, "both")] if which == "both" else [(k, which), (1, "smallest" if which == "largest" else "largest")])
+    assert s.eigen["matvecs"] == sum(r["matvecs"] for r in s.eigen["runs"])
+    assert s.settings["k"] == k and s.settings["which"] == which
+    assert s.eigen["k"] == k and s.eigen["which"] == which and str(k) in s.eigen["order"]
+
+
+def test_eigen_order_in_words():
+    from hesslens.report.analysis import eigen_order
+
+    assert eigen_order(1, "both") == "λ_min, then λ_max"
+    assert eigen_order(2, "both") == "the 2 smallest, ascending (λ_min first), then the 2 largest, descending (λ_max first)"
+    assert eigen_order(3, "largest") == "the 3 largest, descending (λ_max first)"
+    assert eigen_order(1, "smallest") == "λ_min"
+
+
+def test_a_parameter_selection_is_recorded(tmp_path):
+    model = tiny_model()
+    op = hl.HessianOperator(model, nn.CrossEntropyLoss(), tiny_batches(), params="2.*")
+    s = analyze_operator(op, AnalysisSettings(k=2, **FAST), extra_settings={"params": ["2.*"]}, progress=False)
+    assert s.model["selected_parameters"] == ["2.weight", "2.bias"] and s.model["analysed_parameters"] == 15
+    assert s.settings["params"] == ["2.*"]
+    loaded = load_summary(write_report(s, tmp_path / "r").summary_json)
+    assert loaded.eigen == json.loads(json.dumps(s.eigen)) and loaded.model == s.model
+    # all parameters: no selection recorded
+    full = analyze_operator(hl.HessianOperator(model, nn.CrossEntropyLoss(), tiny_batches()),
+                            AnalysisSettings(**FAST), progress=False)
+    assert "selected_parameters" not in full.model
+
+
+@pytest.mark.parametrize("kwargs, match", [({"k": 0}, "k must be"), ({"k": 1.5}, "k must be"),
+                                           ({"which": "top"}, "which must be one of largest, smallest, both")])
+def test_k_and_which_are_validated(kwargs, match):
+    with pytest.raises(hl.InvalidInputError, match=match):
+        AnalysisSettings(**kwargs)

@@ -41,3 +41,45 @@ def test_explains_sigma_and_the_quantities():
 def test_fmt():
     assert fmt(1234567) == "1,234,567" and fmt(0.1234567891) == "0.123457" and fmt(None) == "—"
     assert fmt(True) == "yes" and fmt(float("nan")) == "nan" and fmt("a<b") == "a<b"
+
+
+def _with_requested(**settings):
+    eigen = {"matvecs": 40, "seconds": 0.5, "restarts": 1, "tol": 1e-6, "k": 2, "which": "both",
+             "order": "the 2 smallest, ascending (λ_min first), then the 2 largest, descending (λ_max first)",
+             "values": [{"end": "smallest", "rank": 1, "value": -0.625, "residual": 2e-8, "converged": False},
+                        {"end": "smallest", "rank": 2, "value": -0.125, "residual": 1e-9, "converged": True},
+                        {"end": "largest", "rank": 1, "value": 3.25, "residual": 1e-9, "converged": True},
+                        {"end": "largest", "rank": 2, "value": 2.5, "residual": 3e-9, "converged": True}]}
+    base = make_summary()
+    return make_summary(eigen=eigen, settings={**base.settings, "k": 2, "which": "both", **settings},
+                        model={**base.model, "selected_parameters": ["2.weight", "2.bias"]})
+
+
+def test_requested_eigenvalues_are_listed_in_the_stated_order():
+    page = render_html(_with_requested(params=["2.*"]), PNG)
+    flat = " ".join(page.split())
+    assert "Requested eigenvalues" in page
+    assert ("<code>hesslens.eigenvalues(H, k=2, which=&#x27;both&#x27;)</code> over the 7 parameters of "
+            "2.weight, 2.bias") in flat
+    assert "listed in the order the Python API returns them: the 2 smallest, ascending (λ_min first), then " \
+           "the 2 largest, descending (λ_max first)" in flat
+    rows = re.findall(r'<tr><td class="num">(\d)</td><td>([^<]+)</td><td class="num">([^<]+)</td>', page)
+    assert rows == [("1", "smallest #1 (λ_min)", "-0.625"), ("2", "smallest #2", "-0.125"),
+                    ("3", "largest #1 (λ_max)", "3.25"), ("4", "largest #2", "2.5")]
+    # the settings table: the patterns as written, k and which; list cells joined, not a Python repr
+    assert "<th>params</th><td>2.*</td>" in page and "<th>which</th><td>both</td>" in page
+    assert "<th>selected parameters</th><td>2.weight, 2.bias</td>" in page and "[&#x27;" not in page
+
+
+def test_all_parameters_and_old_summaries():
+    assert "<th>params</th><td>all trainable parameters</td>" in render_html(_with_requested(params=None))
+    # a summary written before k and which: no section, nothing broken
+    assert "Requested eigenvalues" not in render_html(make_summary())
+
+
+def test_caption_states_normalisation_band_and_residuals():
+    flat = " ".join(render_html(make_summary(), PNG).split())
+    assert "it integrates to 1" in flat and "±2 standard errors of that mean over the 2 probes" in flat
+    assert "labelled with their residuals" in flat
+    one_probe = make_summary(density={**make_summary().density, "meta": {"steps": 3, "probes": 1}})
+    assert "With a single probe there is no band" in render_html(one_probe, PNG)

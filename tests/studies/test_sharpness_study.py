@@ -70,6 +70,8 @@ def test_smoke_report_decides_nothing_but_computes_every_effect(smoke):
     md = (smoke / "report.md").read_text()
     assert md.index("## The paper's claims, decided over seeds") < md.index("## Figures") < md.index("## Results")
     assert "Smoke preset" in md and "SUPPORTED" not in md and "CONTRADICTED" not in md
+    assert md.index("SMOKE RUNS ONLY") < md.index("## The paper's claims")  # said before anything else
+    assert md.count("Omitted: fewer than 2 seeds") == 2 and "nan" not in md.split("## Figures")[0]
     for name in FIGURES.values():
         assert (smoke / "figures" / name).stat().st_size > 1000, name
     assert "Smoke preset" in (smoke / "analysis.md").read_text()

@@ -54,3 +54,12 @@ def test_one_seed_draws_points_and_the_mean_line(tmp_path):
     fig, caption = metrics_figure(_frame(tmp_path), STUDY)
     assert caption == "metrics against x"
     assert not any(isinstance(c, ErrorbarContainer) for a in fig.axes for c in a.containers)
+
+
+def test_preset_note_says_when_a_page_holds_only_smoke_runs():
+    from hesslens.studies.reporting import preset_note
+
+    assert preset_note({"smoke": 15}).startswith("SMOKE RUNS ONLY")
+    both = preset_note({"smoke": 15, "full": 234})
+    assert "SMOKE RUNS ONLY" not in both and "smoke (15 runs)" in both and "full (234 runs)" in both
+    assert "none recorded" in preset_note({})

@@ -20,14 +20,40 @@ standardisation happen later, in :func:`hesslens.datasets.load`.
 from __future__ import annotations
 
 import functools
+import importlib
 import random
 import re
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import HesslensError, InvalidInputError
 from .core import Raw
+
+
+class MissingDependencyError(HesslensError, ImportError):
+    """A dataset's package is not installed; the message names the package and the extra to install."""
+
+
+#: Packages of the real datasets that ``pip install hesslens`` leaves out, and the extra bringing them.
+OPTIONAL_PACKAGES = {"statsmodels": "studies", "mnist1d": "studies"}
+
+
+def optional_import(module: str, dataset: str) -> ModuleType:
+    """``import module`` for ``dataset``; if its package is missing, a :class:`MissingDependencyError`
+    that says what to install (an error raised *inside* the package is left as it is)."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (package, module):
+            raise
+        extra = OPTIONAL_PACKAGES.get(package, "studies")
+        raise MissingDependencyError(
+            f"dataset {dataset!r} needs the {package} package, which is not part of hesslens's core install: "
+            f"pip install 'hesslens[{extra}]' (in a clone of the repository: bash scripts/setup.sh {extra})"
+        ) from None
 
 
 # -- scikit-learn --------------------------------------------------------------------------------
@@ -72,9 +98,7 @@ SKLEARN: dict[str, tuple[str, Callable[[], Raw]]] = {
 # -- statsmodels ---------------------------------------------------------------------------------
 
 def _frame(name: str):
-    import importlib
-
-    return importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+    return optional_import(f"statsmodels.datasets.{name}", name).load_pandas().data
 
 
 def _fair() -> Raw:
@@ -187,12 +211,11 @@ def _mnist1d(n: int = MNIST1D_DEFAULT_SAMPLES) -> Raw:
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
+        generator = optional_import("mnist1d.data", mnist1d_name(n))
+        args = generator.get_dataset_args()
         if n != MNIST1D_DEFAULT_SAMPLES:
             args.num_samples = n
-        data = make_dataset(args)
+        data = generator.make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import memory
 from ..errors import InvalidInputError
-from ..progress import progress_bar
+from ..progress import product_bar
 from . import checks
 from .lanczos import lanczos, lanczos_bytes
 from .random import generator, rademacher_columns, rademacher_signs
@@ -192,7 +192,8 @@ def spectral_density(
     probes' signs, drawn once. ``probe_batch`` caps the group size further. Grouping changes
     neither the probes nor the recurrences, only how many run at once; when not even one probe
     fits, it refuses with the estimate. Returns nodes and weights of shape (probes, steps); with
-    steps > n the rows are padded.
+    steps > n the rows are padded. ``progress`` shows a bar over the probes × min(steps, n)
+    products (None: only on a terminal; False: never).
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.tensor([-1.0, 2.0, 3.0], dtype=torch.float64))
@@ -212,12 +213,18 @@ def spectral_density(
     matvecs = 0
     # All signs in one draw, used group by group: any grouping multiplies the same probes.
     signs = rademacher_signs(a.n, probes, gen)
-    with progress_bar(total=steps * ((probes + batch - 1) // batch), desc="SLQ", enabled=progress) as bar:
+    # The bar counts products: probes × min(steps, n) planned, one fewer per step a recurrence
+    # skips after an early stop, so the total matches the products done once the run is over.
+    m = min(steps, a.n)
+    with product_bar(total=probes * m, desc="SLQ", enabled=progress) as bar:
         for start in range(0, probes, batch):
             stop = min(probes, start + batch)
             v0 = rademacher_columns(signs[:, start:stop])
-            tri = lanczos(a.matmat, v0, steps, on_step=lambda: bar.update(1), max_bytes=max_bytes)
+            tri = lanczos(a.matmat, v0, steps, on_matvecs=bar.update, max_bytes=max_bytes)
             matvecs += tri.matvecs
+            if tri.matvecs < (stop - start) * m:
+                bar.total -= (stop - start) * m - tri.matvecs
+                bar.refresh()
             for r in range(stop - start):
                 nodes[start + r], weights[start + r] = _quadrature(tri.alpha[r], tri.beta[r], int(tri.lengths[r]), steps)
     meta = {"steps": steps, "probes": probes, "seed": int(seed), "probe": "rademacher", "reorthogonalisation": "full"}

@@ -24,6 +24,7 @@ needs 3·n² float64 numbers (the matrix, LAPACK's copy, the eigenvectors) and i
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,13 @@ import torch
 from .. import memory
 from ..errors import InvalidInputError
 from ..operators.base import assemble_dense
-from ..progress import progress_bar
+from ..progress import product_bar
 from . import checks
 from .random import gaussian, generator
 
 WHICH = ("largest", "smallest", "both")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,11 @@ def eigenvalues(
     previous top eigenvector when tracking training. Refuses above the memory budget
     (``max_bytes``, else :func:`hesslens.memory.default_budget`) with the estimate.
 
+    ``progress`` (None: only on a terminal; False: never) shows a counter of products with their
+    rate, the largest relative residual of the wanted pairs against ``tol`` and the restarts so
+    far. It has no total and no ETA: the run stops on convergence, usually long before
+    ``max_matvecs``, which is only a cap.
+
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(-5.0, 45.0, dtype=torch.float64))
     >>> r = hl.eigenvalues(A, k=2, which="both")
@@ -171,6 +179,8 @@ def eigenvalues(
         pick = _order(theta, k, which)
         res = np.linalg.norm(dense.numpy() @ u[:, pick] - u[:, pick] * theta[pick], axis=0)
         done = res <= tol * max(float(np.abs(theta).max()), np.finfo(float).tiny)
+        logger.debug("eigenvalues(k=%d, which=%r): n=%d fits the basis, dense eigendecomposition (%d products)",
+                     k, which, n, n)
         return EigenResult(theta[pick], u[:, pick], res, done, n, time.perf_counter() - t0, 0, which, tol)
 
     memory.check(eigen_bytes(n, m, b, wanted), f"eigenvalues(k={k}, which={which!r}) with a {n}×{m} float64 "
@@ -182,12 +192,12 @@ def eigenvalues(
     basis[:, :b], _ = torch.linalg.qr(start)
     proj = np.zeros((m, m))
     j, matvecs, restarts, scale = b, 0, 0, 0.0
-    with progress_bar(total=max_matvecs, desc=f"Lanczos ({which})", enabled=progress, unit="matvec") as bar:
+    # A counter, not a bar to max_matvecs: convergence, not the cap, ends the run.
+    with product_bar(total=None, desc=f"Lanczos ({which})", enabled=progress) as bar:
         while True:
             block = basis[:, j - b:j]
             w = a.matmat(block.contiguous())
             matvecs += b
-            bar.update(b)
             v = basis[:, :j]
             h = v.T @ w
             w -= v @ h
@@ -203,7 +213,12 @@ def eigenvalues(
             res = np.linalg.norm(coupling.numpy() @ u[j - b:j, :], axis=0)
             pick = _order(theta, k, which)
             done = res[pick] <= tol * max(scale, np.finfo(float).tiny)
+            if not bar.disable:
+                bar.set_postfix_str(_convergence(res[pick], done, scale, tol, restarts), refresh=False)
+            bar.update(b)
             if (done.all() and j >= wanted) or matvecs >= max_matvecs:
+                logger.debug("eigenvalues(k=%d, which=%r): %d/%d converged after %d products, %d restarts "
+                             "(cap %d)", k, which, int(done.sum()), len(done), matvecs, restarts, max_matvecs)
                 vectors = (v @ torch.from_numpy(u[:, pick])).numpy()
                 return EigenResult(theta[pick], vectors, res[pick], done, matvecs,
                                    time.perf_counter() - t0, restarts, which, tol)
@@ -223,6 +238,15 @@ def eigenvalues(
             proj[:kept, kept:kept + b] = s.T
             j = kept + b
             restarts += 1
+
+
+def _convergence(res: np.ndarray, done: np.ndarray, scale: float, tol: float, restarts: int) -> str:
+    """The progress postfix: the largest relative residual of the wanted pairs (against tol), restarts."""
+    worst = float(res.max()) / max(scale, np.finfo(float).tiny)
+    text = f"residual {worst:.1e} (tol {tol:.0e})"
+    if len(done) > 1:
+        text += f", {int(done.sum())}/{len(done)} converged"
+    return text + f", {restarts} restart{'' if restarts == 1 else 's'}"
 
 
 def _rotate_in_place(basis: torch.Tensor, j: int, rotation: torch.Tensor, rows: int = 4096) -> None:

@@ -69,6 +69,7 @@ def lanczos(
     steps: int,
     *,
     on_step: Callable[[], None] | None = None,
+    on_matvecs: Callable[[int], None] | None = None,
     max_bytes: int | str | None = None,
 ) -> Tridiagonals:
     """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together (float64 throughout).
@@ -78,6 +79,9 @@ def lanczos(
     (``max_bytes``, else :func:`hesslens.memory.default_budget`) it refuses before allocating.
     Every n-long operation works in place on preallocated storage: on large models a fresh
     n-vector per operation costs more in page faults than the arithmetic itself.
+
+    ``on_step()`` is called after each step, ``on_matvecs(k)`` after each batched product with the
+    number k of columns it multiplied (the recurrences still active): their sum is ``matvecs``.
     """
     if not callable(matmat):
         raise InvalidInputError(f"matmat must be a callable (n, k) -> (n, k), got {type(matmat).__name__}")
@@ -111,6 +115,8 @@ def lanczos(
             w.zero_()
             w[torch.from_numpy(idx)] = matmat(v[torch.from_numpy(idx)].T.contiguous()).T
         matvecs += len(idx)
+        if on_matvecs is not None:
+            on_matvecs(len(idx))
         a = torch.bmm(w.unsqueeze(1), v.unsqueeze(2)).view(p)
         alpha[active, j] = a.numpy()[active]
         w.addcmul_(v, a[:, None], value=-1.0)

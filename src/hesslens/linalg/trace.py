@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import memory
+from ..progress import product_bar
 from . import checks
 from .random import generator, rademacher, rademacher_columns, rademacher_signs
 
@@ -44,21 +45,25 @@ class TraceResult:
 _PER_COLUMN = 4
 
 
-def _quadratic_forms(matmat, columns, count: int, group: int) -> torch.Tensor:
-    """zᵢᵀ A zᵢ for the ``count`` columns ``columns(start, stop)``, ``group`` columns per product."""
+def _quadratic_forms(matmat, columns, count: int, group: int, on_matvecs) -> torch.Tensor:
+    """zᵢᵀ A zᵢ for the ``count`` columns ``columns(start, stop)``, ``group`` columns per product;
+    ``on_matvecs(k)`` after each product of k columns."""
     forms = []
     for start in range(0, count, group):
         z = columns(start, min(count, start + group))
         forms.append((z * matmat(z)).sum(0))
+        on_matvecs(z.shape[1])
     return forms[0] if len(forms) == 1 else torch.cat(forms)
 
 
 def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 0, *,
-          max_bytes: int | str | None = None) -> TraceResult:
+          max_bytes: int | str | None = None, progress: bool | None = False) -> TraceResult:
     """Estimate tr(A) from ``num_matvecs`` products, with a standard error.
 
     ``max_bytes`` (else :func:`hesslens.memory.default_budget`) bounds the working memory: probe
     products run in groups that fit, and a Hutch++ sketch that does not fit is refused with the estimate.
+    ``progress`` shows a bar over the ``num_matvecs`` products (None: only on a terminal; the
+    default False: never, as this estimate is often one quick step of a longer job).
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
@@ -84,15 +89,18 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
                                   what=f"trace with {num_matvecs} products in dimension {n} (the sketch, the "
                                   "probes' signs and one probe column)")
     t0 = time.perf_counter()
-    if s:
-        q, _ = torch.linalg.qr(a.matmat(rademacher(n, s, gen)))
-    signs = rademacher_signs(n, count, gen)
+    # s sketch products, s for the exact part and count probes: num_matvecs in all, known now.
+    with product_bar(total=num_matvecs, desc=f"trace ({method})", enabled=progress) as bar:
+        if s:
+            q, _ = torch.linalg.qr(a.matmat(rademacher(n, s, gen)))
+            bar.update(s)
+        signs = rademacher_signs(n, count, gen)
 
-    def probes(start: int, stop: int) -> torch.Tensor:
-        g = rademacher_columns(signs[:, start:stop])
-        return g - q @ (q.T @ g) if s else g  # (I − QQᵀ) g: the deflated probes of Hutch++
+        def probes(start: int, stop: int) -> torch.Tensor:
+            g = rademacher_columns(signs[:, start:stop])
+            return g - q @ (q.T @ g) if s else g  # (I − QQᵀ) g: the deflated probes of Hutch++
 
-    exact_part = float(_quadratic_forms(a.matmat, lambda i, j: q[:, i:j], s, group).sum()) if s else 0.0
-    samples = _quadratic_forms(a.matmat, probes, count, group).numpy()
+        exact_part = float(_quadratic_forms(a.matmat, lambda i, j: q[:, i:j], s, group, bar.update).sum()) if s else 0.0
+        samples = _quadratic_forms(a.matmat, probes, count, group, bar.update).numpy()
     stderr = float(samples.std(ddof=1) / np.sqrt(len(samples)))
     return TraceResult(exact_part + float(samples.mean()), stderr, num_matvecs, method, time.perf_counter() - t0, samples)

@@ -2,7 +2,10 @@
 
 :func:`analyze_operator` runs, in order,
 
-1. ``eigenvalues(op, k=1, which="both")``: λ_min and λ_max by restarted Lanczos, with residuals;
+1. ``eigenvalues(op, k, which)`` (default k=1, which="both"): the requested extreme eigenvalues by
+   restarted Lanczos, with residuals, kept in the order the Python API returns them (see
+   :func:`eigen_order`); λ_max and λ_min come from them, and the end ``which`` leaves out
+   ("largest" has no λ_min, "smallest" no λ_max) from one more ``k=1`` run;
 2. ``trace(op, method="hutch++")``: tr(H) ± one standard error;
 3. ``spectral_density(op, steps, probes)``: the SLQ density, ``steps`` capped at n (a Krylov space
    of H has at most n dimensions, more steps only pad);
@@ -29,6 +32,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..linalg import eigenvalues, spectral_density, trace
+from ..linalg.eigen import WHICH
 from .figures import save_density_png
 from .html import write_html
 from ..outputs import OutputError, check_folder, staged_folder
@@ -47,12 +51,36 @@ class AnalysisSettings:
     probes: int = 10
     trace_matvecs: int = 100
     tol: float = 1e-6
+    #: ``k`` and ``which`` of :func:`hesslens.eigenvalues`: how many extreme eigenvalues, at which end.
+    k: int = 1
+    which: str = "both"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.probes < 1:
             raise InvalidInputError(f"steps and probes must be at least 1, got steps={self.steps}, probes={self.probes}")
         if not self.tol > 0:
             raise InvalidInputError(f"tol must be positive, got {self.tol}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise InvalidInputError(f"k must be an integer of at least 1, got {self.k!r}")
+        if self.which not in WHICH:
+            raise InvalidInputError(f"which must be one of {', '.join(WHICH)}, got {self.which!r}")
+
+
+def eigen_order(k: int, which: str) -> str:
+    """In words, the order in which :func:`hesslens.eigenvalues` returns ``k`` values at ``which`` end(s)."""
+    largest = f"the {k} largest, descending (λ_max first)" if k > 1 else "λ_max"
+    smallest = f"the {k} smallest, ascending (λ_min first)" if k > 1 else "λ_min"
+    if which == "largest":
+        return largest
+    if which == "smallest":
+        return smallest
+    return f"{smallest}, then {largest}"
+
+
+def eigen_positions(k: int, which: str) -> list[tuple[str, int]]:
+    """(end, rank) of each value :func:`hesslens.eigenvalues` returns, in its order; rank 1 is the extreme."""
+    ends = {"largest": ["largest"], "smallest": ["smallest"], "both": ["smallest", "largest"]}[which]
+    return [(end, rank) for end in ends for rank in range(1, k + 1)]
 
 
 def versions() -> dict[str, str]:
@@ -91,7 +119,7 @@ def analyze_operator(
     symmetric operator) and collect them with the settings, engine, timings and versions.
 
     ``timings`` are earlier steps (training, operator set-up) to record before this function's own;
-    ``progress`` is passed to the Lanczos progress bars (None: only on a terminal); ``on_step`` is
+    ``progress`` is passed to the progress bars of every step (None: only on a terminal); ``on_step`` is
     called with each step's name before it starts.
     """
     n = int(op.shape[0])
@@ -104,12 +132,25 @@ def analyze_operator(
 
     step(STEPS[0])
     t0 = time.perf_counter()
-    extremes = eigenvalues(op, k=1, which="both", tol=settings.tol, seed=settings.seed, progress=progress)
+    k, which = settings.k, settings.which
+    requested = eigenvalues(op, k=k, which=which, tol=settings.tol, seed=settings.seed, progress=progress)
+    runs = [(k, requested)]
+    values = [{"end": end, "rank": rank, **_eig(requested, i)} for i, (end, rank) in enumerate(eigen_positions(k, which))]
+    # The report always shows both ends: the one ``which`` leaves out comes from one more k=1 run.
+    if which == "both":
+        lambda_min, lambda_max = _eig(requested, 0), _eig(requested, k)
+    else:
+        other = eigenvalues(op, k=1, which="smallest" if which == "largest" else "largest", tol=settings.tol,
+                            seed=settings.seed, progress=progress)
+        runs.append((1, other))
+        lambda_min, lambda_max = (_eig(other, 0), _eig(requested, 0)) if which == "largest" \
+            else (_eig(requested, 0), _eig(other, 0))
     times["extreme_eigenvalues"] = time.perf_counter() - t0
 
     step(STEPS[1])
     t0 = time.perf_counter()
-    tr = trace(op, num_matvecs=settings.trace_matvecs, method="hutch++", seed=settings.seed)
+    tr = trace(op, num_matvecs=settings.trace_matvecs, method="hutch++", seed=settings.seed,
+               progress=progress)
     times["trace"] = time.perf_counter() - t0
 
     step(STEPS[2])
@@ -123,18 +164,25 @@ def analyze_operator(
     run_settings.update(extra_settings or {})
     data = getattr(op, "data", None)
     # The caller's description first (name, ...), then what the operator measured.
-    model = {**(model_info or {}), "analysed_parameters": n,
-             "parameter_tensors": len(getattr(op, "param_names", ()) or ()),
+    names = list(getattr(op, "param_names", ()) or ())
+    model = {**(model_info or {}), "analysed_parameters": n, "parameter_tensors": len(names),
              "dtype": str(getattr(op, "dtype", "float64")).replace("torch.", "")}
+    module = getattr(op, "model", None)
+    if names and module is not None and names != [name for name, _ in module.named_parameters()]:
+        model["selected_parameters"] = names  # θ spans a part of the model (params=, or frozen parameters)
     data_d = {**(data_info or {}), "samples": getattr(data, "total", None),
               "batches": len(data) if data is not None else None, "loss_value": getattr(op, "loss_value", None),
               "reduction": getattr(op, "reduction", None), "reduction_source": getattr(op, "reduction_source", None),
               "order": getattr(op, "data_order", None)}
     return Summary(
-        lambda_max=_eig(extremes, 1),
-        lambda_min=_eig(extremes, 0),
-        eigen={"matvecs": extremes.matvecs, "seconds": extremes.seconds, "restarts": extremes.restarts,
-               "tol": extremes.tol, "method": "thick-restart block Lanczos, full reorthogonalisation"},
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        eigen={"k": k, "which": which, "order": eigen_order(k, which), "values": values,
+               "matvecs": sum(r.matvecs for _, r in runs), "seconds": sum(r.seconds for _, r in runs),
+               "restarts": sum(r.restarts for _, r in runs), "tol": requested.tol,
+               "method": "thick-restart block Lanczos, full reorthogonalisation",
+               "runs": [{"k": rk, "which": r.which, "matvecs": r.matvecs, "seconds": r.seconds,
+                         "restarts": r.restarts} for rk, r in runs]},
         trace={"estimate": tr.estimate, "stderr": tr.stderr, "method": tr.method, "matvecs": tr.matvecs,
                "seconds": tr.seconds},
         density=density.to_dict(),
@@ -195,7 +243,9 @@ def write_report(summary: Summary, folder: str | Path, *, started: float | None 
                 write(stage / name)
             png = save_density_png(summary.spectral_density, stage / "density.png",
                                    lambda_min=summary.lambda_min["value"], lambda_max=summary.lambda_max["value"],
-                                   title=None)
+                                   lambda_min_residual=summary.lambda_min.get("residual"),
+                                   lambda_max_residual=summary.lambda_max.get("residual"),
+                                   eigenvalues=[v["value"] for v in summary.eigen.get("values", ())], title=None)
             times = {**summary.timings, "report": time.perf_counter() - t0}
             times.pop("total", None)
             times["total"] = (time.perf_counter() - started) if started is not None else sum(times.values())

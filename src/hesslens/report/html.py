@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..render import Figure, Page, Raw, Section, Table, fmt
+from .figures import BAND_STDERRS
 from .summary import Summary
 
 __all__ = ["fmt", "render_html", "write_html"]
@@ -37,9 +38,45 @@ panel shows the few large outliers next to the bulk near zero.</li>
 </div>"""
 
 
+def _cell(value: Any) -> Any:
+    """Lists (parameter names, patterns) as one comma-separated cell instead of a Python repr."""
+    return ", ".join(fmt(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _pairs(pairs: dict[str, Any] | list[tuple[str, Any]]) -> Table:
     items = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
-    return Table(items, {"float_digits": 6, "blank": "—", "row_headers": True})
+    return Table([(k, _cell(v)) for k, v in items], {"float_digits": 6, "blank": "—", "row_headers": True})
+
+
+def _settings(s: Summary) -> dict[str, Any]:
+    """The settings, with ``params`` spelled out (None: every trainable parameter)."""
+    settings = dict(s.settings)
+    if "params" in settings and not settings["params"]:
+        settings["params"] = "all trainable parameters"
+    return settings
+
+
+def _requested(s: Summary) -> list[Any]:
+    """The eigenvalues asked for (k, which), in the order hesslens.eigenvalues returns them."""
+    e = s.eigen
+    values = e.get("values")
+    if not values:  # a summary written before k and which existed
+        return []
+    k, which = e.get("k"), e.get("which")
+    selected = s.model.get("selected_parameters")
+    over = (f"over the {fmt(s.model.get('analysed_parameters'))} parameters of {', '.join(selected)}"
+            if selected else f"over all {fmt(s.model.get('analysed_parameters'))} parameters")
+    intro = (f"`hesslens.eigenvalues(H, k={k}, which={which!r})` {over}. The values are listed in the order "
+             f"the Python API returns them: {e.get('order')}. Each residual ‖H y − θ y‖ bounds the value's "
+             "distance to a true eigenvalue; converged means residual ≤ tol × the largest |value|.")
+    rows = []
+    for i, v in enumerate(values, 1):
+        extreme = {"smallest": " (λ_min)", "largest": " (λ_max)"}[v["end"]] if v.get("rank") == 1 else ""
+        rows.append((i, f"{v['end']} #{v['rank']}{extreme}", v.get("value"), fmt(v.get("residual"), 3),
+                     "yes" if v.get("converged") else "NOT converged"))
+    table = Table(rows, {"columns": ("Position", "Which", "Eigenvalue", "Residual", "Converged"),
+                         "float_digits": 6, "blank": "—", "css_class": "key"})
+    return [intro, table]
 
 
 def _key_rows(s: Summary) -> list[tuple[str, Any, str]]:
@@ -94,10 +131,17 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
     model_rows: list[tuple[str, Any]] = [(k.replace("_", " "), v) for k, v in s.model.items()]
     model_rows += [(f"data: {k.replace('_', ' ')}", v) for k, v in s.data.items()]
     meta = s.density.get("meta", {})
-    caption = (f"SLQ with {fmt(meta.get('probes'))} Rademacher probes × {fmt(meta.get('steps'))} Lanczos steps "
-               f"({fmt(s.density.get('matvecs'))} products). Dashed lines: λ_min and λ_max from restarted Lanczos. "
-               "The curve is a Gaussian smoothing of the quadrature nodes, σ given in the figure title "
-               "as a standard deviation in eigenvalue units.")
+    probes = meta.get("probes")
+    band = (f"The shaded band is ±{BAND_STDERRS} standard errors of that mean over the {fmt(probes)} probes "
+            "(pointwise; each probe's own density is an unbiased estimate), so it shows the probe noise. "
+            if isinstance(probes, int) and probes > 1 else "With a single probe there is no band (no standard error). ")
+    caption = (f"SLQ with {fmt(probes)} Rademacher probes × {fmt(meta.get('steps'))} Lanczos steps "
+               f"({fmt(s.density.get('matvecs'))} products). The curve is the mean over probes of a Gaussian "
+               "smoothing of the quadrature nodes, σ given in the figure title as a standard deviation in "
+               "eigenvalue units; it integrates to 1 (multiply by the "
+               f"{fmt(s.model.get('analysed_parameters'))} analysed parameters for eigenvalues per unit "
+               f"eigenvalue). {band}Dashed lines: λ_min and λ_max from restarted Lanczos, labelled with their "
+               "residuals; dotted lines: the other requested eigenvalues.")
     figure = Figure(png if png is not None else png_name, caption=caption, link=png_name,
                     alt="Hessian spectral density, linear and log scale", embed=png is not None)
     engine_timings = {
@@ -108,13 +152,15 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
     timings = {k.replace("_", " "): f"{fmt(v, 3)} s" for k, v in s.timings.items()}
     timings.update({"operator setup (engine choice)": f"{fmt(s.engine.get('setup_seconds'), 3)} s", **engine_timings})
     engine_intro, engine_rows = _engine_rows(s)
+    requested = _requested(s)
     page = Page(title, subtitle=subtitle, footer=f"Full numbers: `summary.json` (schema `{s.schema}`).", sections=[
         Section("Model and data", [_pairs(model_rows)]),
         Section("Key numbers", [_key_table(_key_rows(s), ("Quantity", "Value", "Detail"))]),
+        *([Section("Requested eigenvalues", requested)] if requested else []),
         Section("Spectral density", [figure]),
         Section("Product engine", [engine_intro, _key_table(engine_rows, ("Candidate", "Status", "Detail"))]),
         Section("Timings", [_pairs(timings)]),
-        Section("Settings", [_pairs(s.settings)]),
+        Section("Settings", [_pairs(_settings(s))]),
         Section("What the numbers mean", [Raw(_NOTE)]),
         Section("Versions", [_pairs(s.versions)]),
     ])

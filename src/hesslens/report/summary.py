@@ -8,10 +8,13 @@ parameter unit; every time in seconds)::
       "created": ISO-8601 UTC time,
       "lambda_max": {"value", "residual", "converged"},   # largest eigenvalue of H
       "lambda_min": {"value", "residual", "converged"},   # smallest (most negative) eigenvalue
-      "eigen": {"matvecs", "seconds", "restarts", "tol"},
+      "eigen": {"k", "which", "order",                     # hesslens.eigenvalues(op, k, which)
+                "values": [{"end", "rank", "value", "residual", "converged"}, ...],   # in "order"
+                "matvecs", "seconds", "restarts", "tol", "method",  # totals over "runs"
+                "runs": [{"k", "which", "matvecs", "seconds", "restarts"}, ...]},
       "trace": {"estimate", "stderr", "method", "matvecs", "seconds"},
       "density": SpectralDensity.to_dict(),   # nodes, weights (probes × steps), its own schema
-      "settings": {"seed", "steps", "probes", "trace_matvecs", "tol", "mode", "loss"},
+      "settings": {"seed", "steps", "probes", "trace_matvecs", "tol", "k", "which", "mode", "loss", "params"},
       "engine": {"name", "reason", "timings", "setup_seconds",
                  "tolerance", "checks": [{"label", "status", "reason", "seconds_per_column", "relative_error"}]},
       "timings": {step: seconds, ..., "total": seconds},
@@ -21,7 +24,13 @@ parameter unit; every time in seconds)::
     }
 
 ``residual`` is the Lanczos residual norm ‖H y − θ y‖, a bound on the distance from the Ritz value θ
-to the nearest eigenvalue. Non-finite numbers (a standard error from one sample) are written as
+to the nearest eigenvalue. ``eigen.values`` lists the requested eigenvalues in the order
+``hesslens.eigenvalues`` returns them, each naming its end (``"smallest"``/``"largest"``) and rank (1 is
+λ_min or λ_max); ``eigen.order`` says that order in words. ``lambda_max`` and ``lambda_min`` are always
+present: the end ``which`` leaves out comes from a second ``k=1`` run (listed in ``eigen.runs``).
+``settings.params`` holds the ``--params`` patterns (``null``: every trainable parameter) and
+``model.selected_parameters`` the names they selected (only when θ spans part of the model).
+Summaries written before ``k``/``which`` existed lack those keys; readers treat them as k=1, "both". Non-finite numbers (a standard error from one sample) are written as
 ``null`` so that the file is strict JSON.
 
 A reader must check ``schema``: :func:`load_summary` refuses documents of another kind or of a

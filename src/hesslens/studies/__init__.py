@@ -12,16 +12,24 @@ for the database and its durability guarantees, and :mod:`~hesslens.studies.exec
 inline, process-pool and Ray executors.
 """
 
-from .declaration import (FINISHED, STATUSES, Diverged, ReportContent, RunContext, Study, canonical_json, config_dict,
-                          expand_grid, load_presets, make_config, param, run_key)
-from .artifacts import Artifact
-from .executors import EXECUTORS
-from .export import results_frame, series_frame
-from .registry import get, names, register, unregister
-from .reporting import ReportFiles, render_report
-from .seeds import parse_seeds
-from .runner import StudyStatus, StudySummary, default_out, run_study, status
-from .store import Store, StoreError
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from .. import lazy as _lazy
+
+#: Public name → the submodule that defines it; imported on first access (PEP 562), so that
+#: ``hesslens study NAME --status`` loads neither the report nor the statistics (SciPy) it does not use.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("FINISHED", "STATUSES", "Diverged", "ReportContent", "RunContext", "Study", "canonical_json",
+                     "config_dict", "expand_grid", "load_presets", "make_config", "param", "run_key"), ".declaration"),
+    "Artifact": ".artifacts",
+    "EXECUTORS": ".executors",
+    **dict.fromkeys(("results_frame", "series_frame"), ".export"),
+    **dict.fromkeys(("get", "names", "register", "unregister"), ".registry"),
+    **dict.fromkeys(("ReportFiles", "render_report"), ".reporting"),
+    "parse_seeds": ".seeds",
+    **dict.fromkeys(("StudyStatus", "StudySummary", "default_out", "run_study", "status"), ".runner"),
+    **dict.fromkeys(("Store", "StoreError"), ".store"),
+}
 
 __all__ = [
     "Artifact", "EXECUTORS", "FINISHED", "STATUSES", "Diverged", "ReportContent", "ReportFiles", "RunContext", "Store",
@@ -29,3 +37,19 @@ __all__ = [
     "make_config", "names", "param", "parse_seeds", "register", "render_report", "results_frame", "run_key", "run_study",
     "series_frame", "status", "unregister",
 ]
+
+
+__getattr__, __dir__ = _lazy.attach(__name__, _LAZY, __all__)
+
+
+if _TYPE_CHECKING:
+    from .artifacts import Artifact
+    from .declaration import (FINISHED, STATUSES, Diverged, ReportContent, RunContext, Study, canonical_json,
+                              config_dict, expand_grid, load_presets, make_config, param, run_key)
+    from .executors import EXECUTORS
+    from .export import results_frame, series_frame
+    from .registry import get, names, register, unregister
+    from .reporting import ReportFiles, render_report
+    from .runner import StudyStatus, StudySummary, default_out, run_study, status
+    from .seeds import parse_seeds
+    from .store import Store, StoreError

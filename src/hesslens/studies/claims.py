@@ -2,7 +2,7 @@
 
 A :class:`Claim` states its sentence, the runs it reads, a per-seed statistic and the side it predicts;
 :meth:`Claim.decide` turns a results table into a :class:`Verdict` by a rule fixed in code
-(``docs``: ``/work/shared/reference/study-standards.md``, rules 1, 3, 5, 6, 7):
+(the project's study standards, rules 1, 3, 5, 6, 7):
 
 * ``greater`` / ``less``: **supported** when the 95 % Student-t interval of the per-seed statistic over
   seeds lies entirely above / below 0; **contradicted** when it lies entirely on the other side;

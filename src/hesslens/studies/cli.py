@@ -70,7 +70,6 @@ def study(name: str | None, preset: str, seeds: str | None, grid_file: Path | No
                                               a study declared in a file (or MODULE:ATTRIBUTE)
     """
     from . import registry
-    from .reporting import render_report
     from .runner import _paths, run_study, status
 
     if name is None:
@@ -94,6 +93,8 @@ def study(name: str | None, preset: str, seeds: str | None, grid_file: Path | No
             if show_status:
                 click.echo(str(status(the_study, out, db=db)))
             if make_report:
+                from .reporting import render_report  # only here: it imports SciPy's statistics
+
                 files = render_report(the_study, out, db=db)
                 click.echo(f"report: {files.html}\n        {files.markdown}")
             return

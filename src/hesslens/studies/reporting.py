@@ -148,6 +148,7 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
         rows = store.runs(study.name)
         df = results_frame(rows)
         counts = store.counts(study.name)
+        presets = {p: sum(store.counts(study.name, p).values()) for p in store.presets(study.name)}
         series = series_frame(store, study.name) if study.report is not None else None
     with staged_folder(out_dir, whole=False, last=("report.md", "report.html"), what="study folder") as stage:
         fig_dir = stage / "figures"
@@ -172,7 +173,7 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
         fixed = {c: df[c].iloc[0] for c in (f.name for f in dataclasses.fields(study.config))
                  if len(df) > 1 and c in df.columns and df[c].astype(str).nunique() == 1}
         page = _page(study, db_path, counts, content, failed, df.drop(columns=list(fixed)),
-                     ", ".join(f"{k} = {fmt(v, 4)}" for k, v in fixed.items()), figures)
+                     ", ".join(f"{k} = {fmt(v, 4)}" for k, v in fixed.items()), figures, presets)
         (stage / "report.md").write_text(page.markdown(stage))
         (stage / "report.html").write_text(page.html())
         # Where the figures will be once the staging folder is moved into place.
@@ -181,9 +182,20 @@ def render_report(study: str | Study, out: str | Path | None = None, *, db: str 
     return ReportFiles(out_dir / "report.md", out_dir / "report.html", moved)
 
 
+def preset_note(presets: Mapping[str, int]) -> str:
+    """What the runs are: the presets that asked for them, and a warning when they are only smoke runs."""
+    if not presets:
+        return "Presets: none recorded (runs of a grid given directly)."
+    text = "Presets: " + ", ".join(f"{p} ({n} runs)" for p, n in presets.items()) + "."
+    if set(presets) == {"smoke"}:
+        text = ("SMOKE RUNS ONLY: the smoke preset exercises the code on tiny runs; nothing on this page is a "
+                "result. " + text)
+    return text
+
+
 def _page(study: Study, db: Path, counts: Mapping[str, int], content: ReportContent,
           failed: list[tuple[str, int, str]], results: pd.DataFrame, fixed_text: str,
-          figures: list[tuple[str, Path]]) -> Page:
+          figures: list[tuple[str, Path]], presets: Mapping[str, int] | None = None) -> Page:
     """The report's parts, rendered as Markdown and as HTML by :class:`hesslens.render.Page`."""
     count_text = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"
     sections = []
@@ -204,4 +216,5 @@ def _page(study: Study, db: Path, counts: Mapping[str, int], content: ReportCont
         sections.append(Section("Failed runs", [Table(failed, {"columns": ("run", "attempts", "error")})]))
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     return Page(f"Study `{study.name}`", sections, intro=[
-        study.description.strip(), f"Runs: {count_text}. Database: `{db}`. Generated {generated}."])
+        preset_note(presets or {}), study.description.strip(),
+        f"Runs: {count_text}. Database: `{db}`. Generated {generated}."])

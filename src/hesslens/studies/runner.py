@@ -30,7 +30,6 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..errors import InvalidInputError
-from ..progress import progress_bar
 from ..outputs import check_folder
 from .declaration import FINISHED, STATUSES, Study, config_dict, run_key
 from .executors import Job, Pending, Task, make_executor
@@ -156,6 +155,8 @@ def run_study(study: str | Study, preset: str | Mapping[str, Any] | Sequence[Map
     check_folder(out_dir, whole=False, entries=inside, what="study folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     job = Job(study=study.name, run=study.run, arity=arity, loss_keys=study.loss_keys, out=str(out_dir.resolve()))
+
+    from ..progress import progress_bar  # tqdm: only when running, not for --status
 
     with Store(db_path) as store:
         # Stored in declared field order (the key hashes the sorted form), so tables list fields as declared.

@@ -30,12 +30,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _st
 
 from ..errors import InvalidInputError
 
 __all__ = ["Equivalence", "Interval", "as_values", "interaction_differences", "kendall_tau", "kendall_taus",
            "mean_interval", "paired_differences", "tost"]
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported when a statistic is first computed: it takes most of a second to
+    import, and merely declaring or listing a study (``hesslens study NAME --status``) computes none."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def mean_interval(values, level: float = 0.95) -> Interval:
     mean, se = _mean_se(x)
     if x.size < 2:
         return Interval(mean, math.nan, math.nan, 1, float(level), "t-interval")
-    half = float(_st.t.ppf(0.5 + level / 2.0, df=x.size - 1)) * se
+    half = float(_scipy_stats().t.ppf(0.5 + level / 2.0, df=x.size - 1)) * se
     return Interval(mean, mean - half, mean + half, int(x.size), float(level), "t-interval")
 
 
@@ -165,7 +172,7 @@ def kendall_tau(x, y) -> float:
         raise InvalidInputError(f"x and y must have the same length, got {xs.size} and {ys.size}")
     if xs.size < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         raise InvalidInputError(f"Kendall's τ is undefined for {xs.size} point(s) or a constant variable")
-    return float(_st.kendalltau(xs, ys).statistic)
+    return float(_scipy_stats().kendalltau(xs, ys).statistic)
 
 
 def kendall_taus(groups: Sequence[tuple]) -> np.ndarray:
@@ -204,7 +211,8 @@ def tost(values, margin: float, alpha: float = 0.05) -> Equivalence:
         p_lower = 0.0 if mean > -margin else 1.0
         p_upper = 0.0 if mean < margin else 1.0
     else:
-        p_lower = float(_st.t.sf((mean + margin) / se, df=x.size - 1))
-        p_upper = float(_st.t.cdf((mean - margin) / se, df=x.size - 1))
+        t = _scipy_stats().t
+        p_lower = float(t.sf((mean + margin) / se, df=x.size - 1))
+        p_upper = float(t.cdf((mean - margin) / se, df=x.size - 1))
     p = max(p_lower, p_upper)
     return Equivalence(mean, float(margin), float(alpha), p_lower, p_upper, p, ci, bool(p < alpha))

@@ -49,7 +49,6 @@ import time
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -263,8 +262,10 @@ def train(
         set never influences training, so the trained model is the same either way; ``"final"``
         saves the test passes when only the final test accuracy is wanted (a large test set).
 
-    Bad configurations raise :class:`~hesslens.errors.InvalidInputError` naming the field,
-    before any step is taken.
+    Raises
+    ------
+    InvalidInputError
+        A bad configuration, naming the field, before any step is taken.
     """
     # ---- validation: everything is checked before the first step -------------------------------
     if not isinstance(model, nn.Module):
@@ -455,6 +456,8 @@ def train(
         opt.zero_grad(set_to_none=True)
         for m, flag in training_flags.items():
             m.training = flag
+
+    import pandas as pd  # here, not at module level: `import hesslens` stays free of pandas
 
     final = rows[-1]
     history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Why a run ended.
 STOP_REASONS = ("epochs", "until_train_acc", "max_epochs", "diverged", "callback")

@@ -17,16 +17,18 @@ that line when ``lr`` is given.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from ..errors import InvalidInputError
 from ..linalg import SpectralDensity, eigenvalues, spectral_density, trace
 from ..operators import HessianOperator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MEASUREMENTS = ("lambda_max", "lambda_min", "trace", "density")
 
@@ -156,6 +158,8 @@ class Tracker:
 
     @property
     def history(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.rows)
 
     # -- context manager ----------------------------------------------------------------------------

@@ -26,13 +26,12 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from ... import lazy
 from ..declaration import Study, make_config, param, run_key
 from ..grids import expand_grid
 from ..registry import register
 from ..trained import Trained, TrainedNetConfig, train_then_measure
-from .claims import correlations, declare
 from .design import FULL, SMOKE, Design, grids, preset
-from .report import FIGURES, SharpnessAnalysis, analyze, report_sharpness
 
 __all__ = ["FIGURES", "FULL", "SMOKE", "STUDY", "Design", "SharpnessAnalysis", "SharpnessConfig", "analyze",
            "correlations", "declare", "grids", "report_sharpness", "run_sharpness"]
@@ -63,6 +62,19 @@ def measure_sharpness(config: SharpnessConfig, t: Trained) -> dict[str, Any]:
         record["lambda_max_full_data"] = sharpness(t.model, F.cross_entropy, data, "full", tol=config.tol,
                                                    engine="streaming+vmap").lambda_max
     return record
+
+
+def report_sharpness(df: Any, out: Any, series: Any = None) -> Any:
+    """The report hook (:func:`.report.report_sharpness`), imported when a report is drawn: declaring
+    the study (``--status``) loads neither pandas nor matplotlib."""
+    from .report import report_sharpness as hook
+
+    return hook(df, out, series)
+
+
+# The claims and the analysis load on first use (see report_sharpness).
+__getattr__, __dir__ = lazy.attach(__name__, {"declare": ".claims", "correlations": ".claims", "analyze": ".report",
+                                              "FIGURES": ".report", "SharpnessAnalysis": ".report"}, __all__)
 
 
 @functools.lru_cache(maxsize=2)

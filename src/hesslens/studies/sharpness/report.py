@@ -309,12 +309,14 @@ def report_sharpness(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = 
              f"{list(halves[0])}, subset_b: seeds {list(halves[1])}); a "
              "claim whose subsets flip between supported and contradicted is inconclusive. Effects are means over "
              "seeds of the per-seed statistic with their 95 % t-interval; rules and notes are in analysis.md.")
-    return ReportContent(
-        figures=captions,
-        tables={"The paper's claims, decided over seeds": _shown(a.claims),
-                "Kendall τ(λ_max, test accuracy) over seeds": a.tau,
-                "Edge of stability (full-batch GD, tracked λ_max)": a.eos},
-        notes={"The paper's claims, decided over seeds": intro,
-               "Kendall τ(λ_max, test accuracy) over seeds": "Descriptive, not a claim: τ_b per seed over the runs "
-               "named; negative τ means sharper runs generalize worse."},
-    )
+    tables = {"The paper's claims, decided over seeds": _shown(a.claims)}
+    notes = {"The paper's claims, decided over seeds": intro}
+    tau_title, eos_title = "Kendall τ(λ_max, test accuracy) over seeds", "Edge of stability (full-batch GD, tracked λ_max)"
+    if len(a.runs) and a.runs["seed"].nunique() >= 2:
+        tables |= {tau_title: a.tau, eos_title: a.eos}
+        notes[tau_title] = ("Descriptive, not a claim: τ_b per seed over the runs named; negative τ means sharper "
+                            "runs generalize worse.")
+    else:  # a mean over one seed has no interval: say so instead of a table of NaN
+        why = "Omitted: fewer than 2 seeds, so no interval over seeds (the values are in the CSV files)."
+        notes |= {tau_title: why, eos_title: why}
+    return ReportContent(figures=captions, tables=tables, notes=notes)

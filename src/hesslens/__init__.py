@@ -24,14 +24,14 @@ _LAZY: dict[str, str] = {
                      "spectral_density", "trace"), ".linalg"),
     **dict.fromkeys(("HessianOperator", "as_operator", "preserved_state"), ".operators"),
     **dict.fromkeys(("TrainResult", "Tracker", "train"), ".training"),
-    **dict.fromkeys(("SharpnessResult", "sharpness"), ".analysis"),
+    **dict.fromkeys(("SharpnessResult", "sharpness", "hesd_criteria", "hesd_type"), ".analysis"),
 }
 
 __all__ = [
     "EigenResult", "EngineRefusedError", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
-    "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness",
+    "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness", "hesd_criteria", "hesd_type",
 ]
 
 
@@ -40,7 +40,7 @@ __getattr__, __dir__ = _lazy.attach(__name__, _LAZY, __all__)
 
 if _TYPE_CHECKING:  # what static checkers and IDEs see: the same names, imported eagerly
     from . import datasets
-    from .analysis import SharpnessResult, sharpness
+    from .analysis import SharpnessResult, hesd_criteria, hesd_type, sharpness
     from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
     from .operators import HessianOperator, as_operator, preserved_state
     from .training import TrainResult, Tracker, train

@@ -66,6 +66,17 @@ class SpectralDensity:
         object.__setattr__(self, "nodes", nodes)
         object.__setattr__(self, "weights", weights)
 
+    @classmethod
+    def from_spectrum(cls, eigenvalues: Any, **meta: Any) -> "SpectralDensity":
+        """The exact density of a spectrum: one row whose nodes are the n eigenvalues, each of weight
+        1/n (e.g. of :func:`hesslens.exact_spectrum`), so every analysis of a density also runs on
+        the exact reference."""
+        values = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
+        if values.size == 0:
+            raise InvalidInputError("from_spectrum needs at least one eigenvalue")
+        return cls(values[None, :], np.full((1, values.size), 1.0 / values.size), dimension=values.size,
+                   meta={"source": "exact spectrum", **meta})
+
     @property
     def probes(self) -> int:
         return self.nodes.shape[0]

@@ -24,7 +24,8 @@ _LAZY: dict[str, str] = {
                      "spectral_density", "trace"), ".linalg"),
     **dict.fromkeys(("HessianOperator", "as_operator", "preserved_state"), ".operators"),
     **dict.fromkeys(("TrainResult", "Tracker", "train"), ".training"),
-    **dict.fromkeys(("SharpnessResult", "sharpness", "hesd_criteria", "hesd_type"), ".analysis"),
+    **dict.fromkeys(("SharpnessResult", "sharpness", "hesd_criteria", "hesd_type", "assess", "compare",
+                     "Assessment"), ".analysis"),
 }
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
     "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness", "hesd_criteria", "hesd_type",
+    "assess", "compare", "Assessment",
 ]
 
 
@@ -40,7 +42,7 @@ __getattr__, __dir__ = _lazy.attach(__name__, _LAZY, __all__)
 
 if _TYPE_CHECKING:  # what static checkers and IDEs see: the same names, imported eagerly
     from . import datasets
-    from .analysis import SharpnessResult, hesd_criteria, hesd_type, sharpness
+    from .analysis import Assessment, SharpnessResult, assess, compare, hesd_criteria, hesd_type, sharpness
     from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
     from .operators import HessianOperator, as_operator, preserved_state
     from .training import TrainResult, Tracker, train

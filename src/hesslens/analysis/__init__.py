@@ -2,10 +2,11 @@
 edge-of-stability summary of a tracked λ_max trajectory (Cohen et al. 2021), and the HESD criteria re/Kh
 and type (Gabdullin 2024, 2025) of a spectral density."""
 
+from .assessment import Assessment, Comparison, assess, compare
 from .hesd import HESD_KINDS, HesdCriteria, HesdType, hesd_criteria, hesd_type
 from .sharpness import (ANALYSIS_SAMPLES, INTERPOLATION_POINTS, PROTOCOLS, SharpnessResult, evenly_spaced_indices,
                         sharpness)
 from .stability import EdgeOfStability, edge_of_stability
 
-__all__ = ["HESD_KINDS", "HesdCriteria", "HesdType", "hesd_criteria", "hesd_type", "ANALYSIS_SAMPLES", "INTERPOLATION_POINTS", "PROTOCOLS", "EdgeOfStability", "SharpnessResult",
+__all__ = ["Assessment", "Comparison", "assess", "compare", "HESD_KINDS", "HesdCriteria", "HesdType", "hesd_criteria", "hesd_type", "ANALYSIS_SAMPLES", "INTERPOLATION_POINTS", "PROTOCOLS", "EdgeOfStability", "SharpnessResult",
            "edge_of_stability", "evenly_spaced_indices", "sharpness"]

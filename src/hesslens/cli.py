@@ -312,6 +312,12 @@ def summary_table(files: Any) -> str:
         *_requested_lines(s.eigen, eig),
         row("trace", f"{fmt(tr['estimate']):>14} +- {fmt(tr['stderr'], 3)} (1 s.e., {tr['method']}, "
                      f"{tr['matvecs']} products)"),
+        *([row("hesd", f"{s.hesd['type']}" + ("" if s.hesd["decisive"] else " (weak)")
+                     + f", C = {fmt(s.hesd['balance'], 3)}"
+                     + (f", re = {fmt(s.hesd['criteria']['re'], 4)}, Kh = {fmt(s.hesd['criteria']['kh'], 4)}"
+                        if s.hesd.get("criteria") else ", criteria not applicable")
+                     + ("" if s.hesd["applicable"] or not s.hesd.get("criteria") else " (unreliable)"))]
+          if s.hesd else []),
         row("engine", str(s.engine.get("name"))),
         row("time", f"{s.timings.get('total', float('nan')):.1f} s"),
         row("report", str(files.report_html)),

@@ -9,6 +9,8 @@
 2. ``trace(op, method="hutch++")``: tr(H) ± one standard error;
 3. ``spectral_density(op, steps, probes)``: the SLQ density, ``steps`` capped at n (a Krylov space
    of H has at most n dimensions, more steps only pad);
+4. ``hesslens.assess(density)``: the HESD type and, where they apply, the criteria re and Kh — from the
+   density alone, no further products;
 
 timing each step, and returns a :class:`~hesslens.report.summary.Summary`. It only multiplies by
 the operator, so the model behind a ``HessianOperator`` is left exactly as it was (the operator
@@ -157,12 +159,20 @@ def analyze_operator(
     t0 = time.perf_counter()
     density = spectral_density(op, steps=steps, probes=settings.probes, seed=settings.seed, progress=progress)
     times["spectral_density"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hesd = hesd_summary(density)
+    times["hesd"] = hesd["seconds"] = time.perf_counter() - t0
 
-    run_settings = {**dataclasses.asdict(settings), "steps": steps, "mode": getattr(op, "mode", None)}
+    # A plain symmetric operator (a tensor, a SciPy LinearOperator) has no model, data or mode: a tensor's
+    # own .data and .mode are not those, so they are read from a HessianOperator only.
+    from ..operators import HessianOperator
+
+    hessian = isinstance(op, HessianOperator)
+    run_settings = {**dataclasses.asdict(settings), "steps": steps, "mode": op.mode if hessian else None}
     if steps != settings.steps:
         run_settings["steps_requested"] = settings.steps
     run_settings.update(extra_settings or {})
-    data = getattr(op, "data", None)
+    data = op.data if hessian else None
     # The caller's description first (name, ...), then what the operator measured.
     names = list(getattr(op, "param_names", ()) or ())
     model = {**(model_info or {}), "analysed_parameters": n, "parameter_tensors": len(names),
@@ -196,7 +206,23 @@ def analyze_operator(
         data=data_d,
         versions=versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        hesd=hesd,
     )
+
+
+def hesd_summary(density: Any) -> dict[str, Any]:
+    """:func:`hesslens.assess` on the analysis's own density (no further products): type, criteria where
+    they apply, verdict and warnings, as the ``hesd`` entry of ``summary.json``."""
+    from ..analysis import assess
+
+    a = assess(density)
+    t, c = a.hesd_type, a.criteria
+    return {"type": t.kind, "decisive": t.decisive, "balance": t.balance, "balance_stderr": t.balance_stderr,
+            "scale": t.scale, "margin": t.margin, "qs_floor": t.qs_floor, "qs_relative": t.qs_relative,
+            "reason": t.reason, "applicable": a.applicable,
+            "criteria": None if c is None else {"re": c.re, "kh": c.kh, "re_stderr": c.re_stderr,
+                                                "kh_stderr": c.kh_stderr, "n": c.n, "undefined": c.undefined},
+            "verdict": a.verdict, "warnings": list(a.warnings)}
 
 
 #: What a report folder may hold: everything :func:`write_report` writes (``model.pt`` is the trained

@@ -120,6 +120,31 @@ def _key_table(rows: list, columns: tuple[str, ...]) -> Table:
     return Table(rows, {"columns": columns, "float_digits": 6, "blank": "—", "row_headers": True, "css_class": "key"})
 
 
+def _hesd(s: Summary) -> list[Any]:
+    """The HESD type and criteria (``summary.hesd``, hesslens.assess on the density): verdict, then the numbers."""
+    h = s.hesd
+    if not h:
+        return []
+    c = h.get("criteria")
+    rows: list[tuple[str, Any, str]] = [
+        ("type", h["type"], ("decisive" if h["decisive"] else "weakly determined") + f": {h['reason']}"),
+        ("balance C", h["balance"], f"(P − N)/(P + N) of the spectral mass, ≈ tr(H)/tr|H|; ± {fmt(h['balance_stderr'], 2)} "
+                                    f"(1 s.e. over probes); MP/MN decisive beyond ±{fmt(h['margin'])}"),
+        ("scale max|λ|", h["scale"], f"quasi-singular below {fmt(h['qs_floor'])}"),
+    ]
+    if c is None:
+        rows.append(("re, Kh", None, "not applicable to this type"))
+    else:
+        rows.append(("re", c["re"], f"|min λ / max λ| per probe, averaged; ± {fmt(c['re_stderr'], 2)}"))
+        rows.append(("Kh", c["kh"], f"n = {fmt(c['n'])}; ± {fmt(c['kh_stderr'], 2)}"
+                                    + (f"; {c['undefined']} probe run(s) undefined" if c["undefined"] else "")))
+    parts: list[Any] = [h["verdict"], _key_table(rows, ("Quantity", "Value", "Detail"))]
+    parts += [f"Warning: {w}" for w in h.get("warnings", ())]
+    parts.append("The type is hesslens's criterion (the paper's own Ct was not available): see "
+                 "`hesslens.analysis.hesd`; re and Kh as in Gabdullin 2024.")
+    return parts
+
+
 def render_html(summary: Summary, png: bytes | None = None, png_name: str = "density.png") -> str:
     """The report page. ``png`` (the density figure's bytes) is embedded; without it the page links ``png_name``."""
     s = summary
@@ -158,6 +183,7 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
         Section("Key numbers", [_key_table(_key_rows(s), ("Quantity", "Value", "Detail"))]),
         *([Section("Requested eigenvalues", requested)] if requested else []),
         Section("Spectral density", [figure]),
+        *([Section("HESD type and criteria", hesd)] if (hesd := _hesd(s)) else []),
         Section("Product engine", [engine_intro, _key_table(engine_rows, ("Candidate", "Status", "Detail"))]),
         Section("Timings", [_pairs(timings)]),
         Section("Settings", [_pairs(_settings(s))]),

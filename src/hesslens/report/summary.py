@@ -20,7 +20,10 @@ parameter unit; every time in seconds)::
       "timings": {step: seconds, ..., "total": seconds},
       "model": {"name", "parameters", "analysed_parameters", ...},
       "data": {"name", "samples", "batches", "loss_value", "reduction", "reduction_source", "order"},
-      "versions": {"hesslens", "torch", "numpy", "python", "platform"}
+      "versions": {"hesslens", "torch", "numpy", "python", "platform"},
+      "hesd": {"type", "decisive", "balance", "balance_stderr", "scale", "margin", "qs_floor", "qs_relative",
+               "reason", "applicable", "criteria": {"re", "kh", "re_stderr", "kh_stderr", "n", "undefined"} | null,
+               "verdict", "warnings", "seconds"}   # hesslens.assess on the density (absent in older files)
     }
 
 ``residual`` is the Lanczos residual norm ‖H y − θ y‖, a bound on the distance from the Ritz value θ
@@ -83,6 +86,7 @@ class Summary:
     versions: dict[str, str]
     created: str = ""
     schema: str = field(default=SCHEMA)
+    hesd: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,7 +109,8 @@ class Summary:
         missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise InvalidInputError(f"summary is missing field(s) {', '.join(missing)}")
-        return cls(**{k: d[k] for k in REQUIRED}, created=str(d.get("created", "")), schema=schema)
+        return cls(**{k: d[k] for k in REQUIRED}, created=str(d.get("created", "")), schema=schema,
+                   hesd=dict(d.get("hesd") or {}))
 
     @property
     def spectral_density(self) -> SpectralDensity:

@@ -135,7 +135,8 @@ def _training_pair(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split_batches(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` as consecutive batches of ``size`` examples (the last one shorter), in stored order."""
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
 
 
@@ -208,7 +209,7 @@ def sharpness(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], dat
     else:
         xs, ys, bn_train = x, y, False
         physical = min(len(xs), MAX_PHYSICAL_BATCH)
-    batches = _split(xs, ys, physical)
+    batches = split_batches(xs, ys, physical)
     mode = "train" if bn_train and not dropout else ("train+eval-dropout" if bn_train else "eval")
     settings: dict[str, Any] = {
         "protocol": protocol, "mode": mode, "batchnorm": bn, "dropout": dropout, "samples": len(xs),

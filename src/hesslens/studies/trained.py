@@ -106,10 +106,6 @@ class Trained:
     batch_size: int | None
 
 
-def _chunks(x: Any, y: Any, size: int) -> list:
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
-
-
 def train_then_measure(config: TrainedNetConfig, measure: Callable[[TrainedNetConfig, Trained], dict],
                        ctx: Any = None) -> tuple[dict, list]:
     """Train per ``config``, then ``measure(config, trained)`` → record entries; returns ``(record, series)``.
@@ -132,6 +128,7 @@ def _run(config: TrainedNetConfig, measure: Callable, ctx: Any) -> tuple[dict, l
     from torch.nn import functional as F
 
     from ..analysis import edge_of_stability
+    from ..analysis.sharpness import split_batches
     from ..training import Tracker, train
 
     t0 = time.perf_counter()
@@ -143,7 +140,7 @@ def _run(config: TrainedNetConfig, measure: Callable, ctx: Any) -> tuple[dict, l
     callbacks, tracker = [], None
     if config.track_every:
         # The edge of stability concerns the loss GD descends: the mean over the *whole* training set.
-        tracker = Tracker(F.cross_entropy, _chunks(ds.x_train, ds.y_train, 1000), every=config.track_every,
+        tracker = Tracker(F.cross_entropy, split_batches(ds.x_train, ds.y_train, 1000), every=config.track_every,
                           lr=config.lr, tol=1e-3, mode="eval")
         callbacks.append(tracker)
     result = train(model, ds, config.optimizer, batch_size=bs, lr=config.lr, until_train_acc=config.until_train_acc,

@@ -216,7 +216,7 @@ def figures(analysis: SharpnessAnalysis, series: pd.DataFrame | None) -> dict[st
     figs["EoS"] = _eos_figure(analysis, series)
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    sgd = pick({k: v for k, v in mlp.items()})
+    sgd = pick(mlp)
     for i, (bs, sub) in enumerate(sgd.groupby("batch_size") if len(sgd) else []):
         ax.scatter(sub["lambda_max"], sub["test_acc"], s=14, alpha=0.6, color=f"C{i}", label=f"B = {bs}")
     ax.set_xscale("log")

@@ -84,6 +84,9 @@ def test_default_figure_html_and_printed_table(default_run):
     out, proc = default_run
     s = load_summary(out)
     assert (out / "density.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (out / "hesd.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in out.iterdir()) == ["density.png", "hesd.png", "model.pt", "report.html",
+                                                     "summary.json"]
     page = (out / "report.html").read_text(encoding="utf-8")
     for number in (s.lambda_max["value"], s.lambda_min["value"], s.trace["estimate"]):
         assert fmt(number) in page
@@ -463,7 +466,7 @@ def test_a_fault_while_writing_leaves_the_previous_report_whole(fault, tmp_path,
     monkeypatch.undo()
     assert CliRunner().invoke(cli, [*args, "--seed", "5"]).exit_code == 0
     # The new report replaced the old one as a whole: no stale model.pt beside it.
-    assert sorted(_files(out)) == ["density.png", "report.html", "summary.json"]
+    assert sorted(_files(out)) == ["density.png", "hesd.png", "report.html", "summary.json"]
     assert load_summary(out).settings["seed"] == 5
 
 

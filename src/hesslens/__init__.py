@@ -25,7 +25,10 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("HessianOperator", "as_operator", "preserved_state"), ".operators"),
     **dict.fromkeys(("TrainResult", "Tracker", "train"), ".training"),
     **dict.fromkeys(("SharpnessResult", "sharpness", "hesd_criteria", "hesd_type", "assess", "compare",
-                     "Assessment"), ".analysis"),
+                     "Assessment", "Layerwise", "layerwise"), ".analysis"),
+    "plot_hesd": ".report.hesd_figure",
+    **dict.fromkeys(("plot_layerwise", "layerwise_heatmap"), ".report.layerwise_figures"),
+    "BlockResults": ".linalg", "BlockView": ".operators", "blocks": ".operators.blocks",
 }
 
 __all__ = [
@@ -33,7 +36,8 @@ __all__ = [
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
     "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness", "hesd_criteria", "hesd_type",
-    "assess", "compare", "Assessment",
+    "assess", "compare", "Assessment", "plot_hesd", "BlockResults", "BlockView", "blocks",
+    "Layerwise", "layerwise", "plot_layerwise", "layerwise_heatmap",
 ]
 
 
@@ -42,7 +46,12 @@ __getattr__, __dir__ = _lazy.attach(__name__, _LAZY, __all__)
 
 if _TYPE_CHECKING:  # what static checkers and IDEs see: the same names, imported eagerly
     from . import datasets
-    from .analysis import Assessment, SharpnessResult, assess, compare, hesd_criteria, hesd_type, sharpness
-    from .linalg import EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum, spectral_density, trace
-    from .operators import HessianOperator, as_operator, preserved_state
+    from .analysis import (Assessment, Layerwise, SharpnessResult, assess, compare, hesd_criteria, hesd_type,
+                           layerwise, sharpness)
+    from .linalg import (BlockResults, EigenResult, SpectralDensity, TraceResult, eigenvalues, exact_spectrum,
+                         spectral_density, trace)
+    from .operators import BlockView, HessianOperator, as_operator, preserved_state
+    from .operators.blocks import blocks
+    from .report.hesd_figure import plot_hesd
+    from .report.layerwise_figures import layerwise_heatmap, plot_layerwise
     from .training import TrainResult, Tracker, train

@@ -142,7 +142,7 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
     With --model M:F --data M:G [--checkpoint FILE]: analyse your model on your data.
     --params PATTERN... restricts the analysis to some parameters; --k and --which
     choose the eigenvalues listed (λ_max and λ_min are always reported).
-    The report folder holds summary.json, density.png and report.html.
+    The report folder holds summary.json, density.png, hesd.png and report.html.
     """
     if model_spec is None:
         for given, name in ((data_spec, "--data"), (checkpoint, "--checkpoint")):

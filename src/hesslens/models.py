@@ -7,7 +7,7 @@ network and the caller's global random stream is left exactly as it was.
 * :func:`mlp` — ``in → hidden[0] → … → out`` with an activation and optional dropout after every
   hidden layer (the MLP of Kaur, Cohen & Lipton 2023 is ``mlp(784, (256, 256), 10, dropout=p)``).
   Inputs of any shape are flattened first, so it accepts MNIST-1D's 1×40 signals or 1×8×8 images.
-* :func:`vgg1d` / :func:`vgg2d` — VGG-style stacks: ``[conv3 → (BatchNorm) → ReLU] × per stage`` with
+* :func:`vgg1d` / :func:`vgg2d` — VGG-style stacks: ``[conv3 → (BatchNorm) → activation (ReLU by default)] × per stage`` with
   2× max-pooling between stages, then global average pooling and a linear classifier. With
   ``batchnorm=False`` the convolutions carry biases; with ``batchnorm=True`` they do not (the
   BatchNorm shift plays that role), the usual VGG-BN convention.
@@ -86,11 +86,12 @@ def mlp(in_features: int, hidden: Sequence[int] = (256, 256), out: int = 10, *, 
 
 
 def _vgg(dim: int, in_channels: int, out: int, channels: Sequence[int], convs_per_stage: int, batchnorm: bool,
-         seed: int) -> nn.Sequential:
+         seed: int, activation: str = "relu") -> nn.Sequential:
     (in_channels,) = _positive_ints("in_channels", (in_channels,), False)
     (out,) = _positive_ints("out", (out,), False)
     channels = _positive_ints("channels", channels, False)
     (convs_per_stage,) = _positive_ints("convs_per_stage", (convs_per_stage,), False)
+    _activation(activation)
     conv = nn.Conv1d if dim == 1 else nn.Conv2d
     norm = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
     pool = nn.MaxPool1d if dim == 1 else nn.MaxPool2d
@@ -106,7 +107,7 @@ def _vgg(dim: int, in_channels: int, out: int, channels: Sequence[int], convs_pe
                 layers.append(conv(width, c, kernel_size=3, padding=1, bias=not batchnorm))
                 if batchnorm:
                     layers.append(norm(c))
-                layers.append(nn.ReLU())
+                layers.append(_activation(activation))
                 width = c
         layers += [gap, nn.Flatten(), nn.Linear(width, out)]
         return nn.Sequential(*layers)
@@ -115,15 +116,15 @@ def _vgg(dim: int, in_channels: int, out: int, channels: Sequence[int], convs_pe
 
 
 def vgg1d(in_channels: int = 1, out: int = 10, *, channels: Sequence[int] = (16, 32), convs_per_stage: int = 1,
-          batchnorm: bool = False, seed: int = 0) -> nn.Sequential:
+          batchnorm: bool = False, activation: str = "relu", seed: int = 0) -> nn.Sequential:
     """A VGG-style 1-D convolutional net for signals shaped (C, L), e.g. MNIST-1D's 1×40."""
-    return _vgg(1, in_channels, out, channels, convs_per_stage, batchnorm, seed)
+    return _vgg(1, in_channels, out, channels, convs_per_stage, batchnorm, seed, activation)
 
 
 def vgg2d(in_channels: int = 1, out: int = 10, *, channels: Sequence[int] = (16, 32), convs_per_stage: int = 1,
-          batchnorm: bool = False, seed: int = 0) -> nn.Sequential:
+          batchnorm: bool = False, activation: str = "relu", seed: int = 0) -> nn.Sequential:
     """A VGG-style 2-D convolutional net for images shaped (C, H, W), e.g. digits' 1×8×8."""
-    return _vgg(2, in_channels, out, channels, convs_per_stage, batchnorm, seed)
+    return _vgg(2, in_channels, out, channels, convs_per_stage, batchnorm, seed, activation)
 
 
 def conv1d(*args, **kwargs) -> nn.Sequential:

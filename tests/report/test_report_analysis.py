@@ -108,6 +108,7 @@ def test_write_report_files(tiny_summary, tmp_path):
     _, s = tiny_summary
     files = write_report(s, tmp_path / "nested" / "out")
     assert files.density_png.read_bytes().startswith(PNG_SIGNATURE)
+    assert files.hesd_png == files.folder / "hesd.png" and files.hesd_png.read_bytes().startswith(PNG_SIGNATURE)
     loaded = load_summary(files.summary_json)
     assert loaded.lambda_max == s.lambda_max and loaded.trace == s.trace
     assert loaded.timings["total"] >= loaded.timings["report"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -36,6 +37,49 @@ def test_summary_holds_what_assess_says_of_the_same_density(tmp_path):
     assert "HESD type and criteria" in page and "The criteria apply" in page
 
 
+def _section(page: str, heading: str) -> str:
+    """The HTML of one section of the page: from its heading to the next one."""
+    start = page.index(f">{heading}</h2>")
+    end = page.find("<h2", start)
+    return page[start:end if end >= 0 else None]
+
+
+@pytest.mark.parametrize("eigenvalues", [[5.0, 2.0, 1.0, 0.5, -0.2, -0.4, 3.0, 0.1],
+                                         [0.3, -2.0, -1.0, -4.0, 0.1, -0.5]], ids=["MP", "MN"])
+def test_hesd_png_is_written_and_shown_in_the_hesd_section(tmp_path, eigenvalues):
+    import base64
+    import re
+
+    s = _summary(eigenvalues)
+    files = write_report(s, tmp_path / "r")
+    png = (files.folder / "hesd.png").read_bytes()
+    assert files.hesd_png == files.folder / "hesd.png" and png.startswith(b"\x89PNG\r\n\x1a\n")
+    section = _section(files.report_html.read_text(), "HESD type and criteria")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', section)
+    assert [base64.b64decode(i) for i in images] == [png]  # embedded there, and only there
+    assert "symmetric about 0" in section and "integrates to 1" in section
+    # the figure's legend names the type the summary states, with its balance
+    from hesslens.report.analysis import hesd_item
+    from hesslens.report.hesd_figure import hesd_figure
+
+    fig = hesd_figure(hesd_item(load_summary(files.summary_json)))
+    (text,) = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    h = s.hesd
+    assert text == f"{s.model.get('name', 'model')}: {h['type']} ({'decisive' if h['decisive'] else 'weak'}), " \
+                   f"C = {h['balance']:+.3f}"
+
+
+def test_the_hesd_figure_uses_the_thresholds_the_summary_records():
+    from hesslens.report.analysis import hesd_item
+
+    s = _summary([5.0, 2.0, 1.0, 0.5, -0.2, -0.4, 3.0, 0.1])
+    strict = dataclasses.replace(s, hesd={**s.hesd, "margin": 0.99, "qs_floor": 10.0})
+    assert hesd_item(s).hesd_type.kind == "MP" and hesd_item(s).hesd_type.decisive
+    assert hesd_item(strict).hesd_type.kind == "QS"  # scale 5 < the recorded floor 10
+    old = dataclasses.replace(s, hesd={})
+    assert hesd_item(old).hesd_type == hl.hesd_type(s.spectral_density)
+
+
 def test_mn_spectrum_says_the_criteria_do_not_apply(tmp_path):
     s = _summary([0.3, -2.0, -1.0, -4.0, 0.1, -0.5])
     assert s.hesd["type"] == "MN" and s.hesd["criteria"] is None and not s.hesd["applicable"]
@@ -49,8 +93,10 @@ def test_a_summary_written_before_hesd_still_loads(tmp_path):
     d.pop("hesd")
     old = Summary.from_dict(d)
     assert old.hesd == {}
-    page = write_report(old, tmp_path / "r").report_html.read_text()
+    files = write_report(old, tmp_path / "r")
+    page = files.report_html.read_text()
     assert "HESD type and criteria" not in page
+    assert files.hesd_png.read_bytes().startswith(b"\x89PNG")  # the folder holds the same files for every summary
 
 
 def test_terminal_line(tmp_path):

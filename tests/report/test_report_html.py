@@ -83,3 +83,17 @@ def test_caption_states_normalisation_band_and_residuals():
     assert "labelled with their residuals" in flat
     one_probe = make_summary(density={**make_summary().density, "meta": {"steps": 3, "probes": 1}})
     assert "With a single probe there is no band" in render_html(one_probe, PNG)
+
+
+def test_the_hesd_section_embeds_or_links_the_hesd_figure():
+    from hesslens.report.analysis import hesd_summary
+
+    s = make_summary(hesd=hesd_summary(make_summary().spectral_density))
+    linked = render_html(s, PNG)
+    section = linked[linked.index(">HESD type and criteria</h2>"):]
+    section = section[:section.index("<h2")]
+    assert 'src="hesd.png"' in section and "symmetric about 0" in section
+    hesd_png = b"\x89PNG\r\n\x1a\nhesd"
+    embedded = render_html(s, PNG, hesd_png=hesd_png)
+    sources = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', embedded)]
+    assert sources == [PNG, hesd_png] and 'src="hesd.png"' not in embedded

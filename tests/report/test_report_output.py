@@ -42,7 +42,7 @@ def _no_leftovers(out: Path) -> None:
 def test_a_report_is_written_whole_with_the_usual_permissions(tmp_path):
     out = tmp_path / "new" / "r"
     files = write_report(make_summary(), out)
-    assert sorted(_snapshot(out)) == ["density.png", "report.html", "summary.json"]
+    assert sorted(_snapshot(out)) == ["density.png", "hesd.png", "report.html", "summary.json"]
     assert files.summary_json == out / "summary.json" and files.report_html.read_text().startswith("<!DOCTYPE html>")
     mask = os.umask(0)
     os.umask(mask)
@@ -53,7 +53,7 @@ def test_a_report_is_written_whole_with_the_usual_permissions(tmp_path):
 def test_rewriting_replaces_the_whole_report_stale_files_included(previous):
     write_report(make_summary(name="second"), previous)
     files = _snapshot(previous)
-    assert sorted(files) == ["density.png", "report.html", "summary.json"]  # the old model.pt is not left
+    assert sorted(files) == ["density.png", "hesd.png", "report.html", "summary.json"]  # the old model.pt is not left
     assert b"second" in files["report.html"] and b"previous" not in files["report.html"]
     _no_leftovers(previous)
 
@@ -62,7 +62,7 @@ def test_rewriting_replaces_the_whole_report_stale_files_included(previous):
 def test_an_error_or_ctrl_c_mid_write_leaves_the_previous_report_whole(previous, monkeypatch, fault):
     before = _snapshot(previous)
 
-    def half_written_page(summary, path, png_path=None):
+    def half_written_page(summary, path, png_path=None, hesd_png_path=None):
         Path(path).write_text("<!DOCTYPE html><html><body>trunc")  # a truncated file, then the fault
         raise fault
 
@@ -214,6 +214,6 @@ def test_entries_staged_into_a_shared_folder(tmp_path):
 
 
 def test_report_files_are_the_ones_written():
-    assert set(REPORT_FILES) == {"summary.json", "density.png", "report.html", "model.pt"}
+    assert set(REPORT_FILES) == {"summary.json", "density.png", "hesd.png", "report.html", "model.pt"}
     with pytest.raises(Exception, match="extra files must be among"):
         write_report(make_summary(), "unused", extra={"notes.txt": lambda p: None})

@@ -239,3 +239,42 @@ def test_run_value_equivalence_claim():
     tight = Claim("hovers", "s.", "grid eos", run_value("eos_ratio_peak", {"lr": 0.1}, minus=1.0), "equivalent",
                   margin=ci.low * 0.99)
     assert tight.decide(eos_table()).status == "contradicted"
+
+
+# -- pooled_value: a declared region of runs, per seed ------------------------------------------------
+def _region() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = [{"net": net, "opt": opt, "seed": s, "balance": float(rng.uniform(-1, 1))}
+            for s in SEEDS for net in ("a", "b", "c") for opt in ("sgd", "adam")]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("how", ["mean", "min", "max"])
+def test_pooled_value_aggregates_the_region_of_each_seed(how):
+    from hesslens.studies.arms import pooled_value
+
+    df = _region()
+    stat = pooled_value("balance", {"opt": "sgd"}, how=how, minus=0.25, per_seed=3)
+    expected = {s: getattr(np, how)(df[(df["seed"] == s) & (df["opt"] == "sgd")]["balance"].to_numpy() - 0.25)
+                for s in SEEDS}
+    got = stat(df)
+    assert list(got.index) == SEEDS
+    np.testing.assert_allclose(got.to_numpy(), [expected[s] for s in SEEDS], rtol=0, atol=1e-15)
+    assert len(stat.rows(df)) == 3 * len(SEEDS) and how in stat.description
+
+
+def test_pooled_value_refuses_a_partial_region_nan_and_a_bad_aggregate():
+    from hesslens.studies.arms import pooled_value
+
+    df = _region()
+    short = df.drop(index=df[(df["seed"] == 2) & (df["net"] == "a") & (df["opt"] == "sgd")].index)
+    with pytest.raises(InvalidInputError, match=r"expected 3 runs per seed, got \{2: 2\}"):
+        pooled_value("balance", {"opt": "sgd"}, per_seed=3)(short)
+    bad = df.copy()
+    bad.loc[0, "balance"] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN or inf"):
+        pooled_value("balance", {"opt": "sgd"})(bad)
+    with pytest.raises(InvalidInputError, match="no runs match"):
+        pooled_value("balance", {"opt": "lbfgs"})(df)
+    with pytest.raises(InvalidInputError, match="how must be one of"):
+        pooled_value("balance", {"opt": "sgd"}, how="median")

@@ -330,3 +330,41 @@ def test_edge_of_stability_columns_when_reached():
     assert record["eos_ratio_max"] == pytest.approx(after.max(), rel=1e-12)
     assert record["eos_ratio_peak"] == pytest.approx(ratio.max(), rel=1e-12)
     assert record["two_over_lr"] == pytest.approx(2 / lr)
+
+
+# --- the hooks a study's subclass overrides --------------------------------------------------------------
+
+def test_optimizer_names_are_those_of_train():
+    from hesslens.studies.trained import OPTIMIZER_NAMES
+    from hesslens.training.optimizers import OPTIMIZERS
+
+    assert OPTIMIZER_NAMES == OPTIMIZERS
+
+
+def test_a_subclass_hooks_build_train_and_start():
+    import dataclasses
+    import types
+
+    @dataclasses.dataclass(frozen=True)
+    class Hooked(TrainedNetConfig):
+        def model_options(self):
+            return {"activation": "tanh"}
+
+        def train_options(self):
+            return {"epochs": 2, "until_train_acc": None, "clip_norm": 1e-3}
+
+        def start(self, model, data):  # train on the first 64 examples only
+            return model, types.SimpleNamespace(x_train=data.x_train[:64], y_train=data.y_train[:64],
+                                                x_test=data.x_test, y_test=data.y_test, info=data.info)
+
+    seen = {}
+
+    def measure(c, t):
+        seen["model"], seen["data"], seen["result"] = t.model, t.data, t.result
+        return {}
+
+    record, _ = train_then_measure(make_config(Hooked, {**MINI, "max_epochs": 50}), measure)
+    assert isinstance(seen["model"][2], torch.nn.Tanh)
+    assert len(seen["data"].x_train) == 64 and record["n_train"] == 64
+    assert record["epochs"] == 2 and record["stop_reason"] == "epochs" and not record["capped"]
+    assert record["steps"] == 2 * math.ceil(64 / MINI["batch_size"])

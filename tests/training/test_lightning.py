@@ -43,3 +43,33 @@ def test_callback_tracks_every_epoch(tmp_path):
     assert list(df["epoch"]) == [0, 1, 2] and "train_loss" in df
     exact = hl.exact_spectrum(hl.HessianOperator(module, nn.CrossEntropyLoss(), (x, y)))
     assert df["lambda_max"].iloc[-1] == pytest.approx(exact[-1], rel=1e-6)
+
+
+def test_callback_records_the_hesd_type_and_logs_numbers_only(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    seen = []
+
+    class Logger:
+        def log(self, metrics, step):
+            seen.append((step, metrics))
+
+        def close(self):
+            pass
+
+    module = Module()
+    tracker = Tracker(nn.CrossEntropyLoss(), (x, y), measure=("hesd",), slq_steps=12, slq_probes=2, loggers=[Logger()])
+    trainer = pl.Trainer(max_epochs=2, callbacks=[HessianCallback(tracker)], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         accelerator="cpu")
+    trainer.fit(module, loader)
+    df = tracker.history
+    assert list(df["epoch"]) == [0, 1] and len(tracker.densities) == 2
+    for (_, row), (_, sd) in zip(df.iterrows(), tracker.densities):
+        kind = hl.hesd_type(sd, reference=tracker.densities[0][1])
+        assert row["hesd_type"] == kind.kind and row["hesd_balance"] == kind.balance
+    assert [step for step, _ in seen] == list(df["step"])
+    for _, metrics in seen:
+        assert "hesd_type" not in metrics and all(type(v) is float for v in metrics.values())
+        assert {"hesd_balance", "hesd_scale", "hesd_decisive", "re", "kh", "train_loss"} <= set(metrics)

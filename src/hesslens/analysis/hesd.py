@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ._stats import _mean_se
 
 __all__ = ["HESD_KINDS", "HesdCriteria", "HesdType", "hesd_criteria", "hesd_type"]
 
@@ -71,13 +72,6 @@ def _runs(density: Any, zero_tol: float) -> list[tuple[np.ndarray, np.ndarray]]:
         keep = (weights > 0) & (np.abs(nodes) > zero_tol)
         out.append((nodes[keep], weights[keep]))
     return out
-
-
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    if len(values) == 0:
-        return math.nan, math.nan
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-    return float(values.mean()), se
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from ..render import table
 from .core import DEFAULT_TEST_FRACTION
 from .registry import info, names
 from . import synthetic
-from .real import MNIST1D_DEFAULT_SAMPLES, MNIST1D_MIN_SAMPLES
+from .real import MNIST1D_DEFAULT_SAMPLES, MNIST1D_MIN_SAMPLES, MNIST1D_PARAMS
+from .synthetic import format_number
 
 COLUMNS = ["name", "source", "task", "n_samples", "n_train", "n_test", "n_features", "input_shape",
            "n_classes", "description"]
@@ -80,6 +81,21 @@ def markdown() -> str:
               f"least {MNIST1D_MIN_SAMPLES}) from the mnist1d package's generator with its other arguments "
               f"default (`mnist1d_n{MNIST1D_DEFAULT_SAMPLES}` is `mnist1d`); "
               "`load(\"mnist1d_n13750\", seed, n_test=10000)` gives 3750 training and 10000 test signals.", ""]
+    lines += ["MNIST-1D variants, `mnist1d[_scale<s>][_trans<k>][_corr<s>][_iid<s>][_shear<s>][_n<N>]` (at least one "
+              "parameter, in this order), are the same generator with other distortion parameters — "
+              + ", ".join(f"`{key}` = `{arg}` (default {format_number(default, kind)})"
+                          for key, arg, kind, default in MNIST1D_PARAMS)
+              + " — e.g. `mnist1d_iid0.1` or `mnist1d_shear1.5_n13750`: a different dataset of the same 1×40 "
+              "shape and 10 classes on which to evaluate a model trained on `mnist1d`. Changing `scale`, `corr`, "
+              "`iid` or `shear` keeps the generator's random stream, so each signal is `mnist1d`'s signal at the "
+              "same position, differently distorted, with the same label and the same side of every split; "
+              "changing `trans` draws new signals. A variant is standardised with its own training statistics, "
+              "like every dataset. `scale` must be below 2 and `trans` an integer from 1 to 72. They load like "
+              "off-grid synthetic members and are not listed below.", ""]
+    lines += ["Shifted copies of a loaded dataset — Gaussian input noise, zeroed features, changed labels or a "
+              "relabelled task, on the training and/or test split — are made by `hesslens.datasets.shift(ds, kind, "
+              "level, seed=, splits=)` (`kind` one of `\"noise\"`, `\"corruption\"`, `\"label\"`, `\"permute\"`; "
+              "see `hesslens.datasets.shifts`).", ""]
     for title, part in (("Real datasets", real), ("Synthetic datasets", frame[frame["source"] == "synthetic"])):
         rows = [[f"`{r['name']}`", r["source"], r["task"], f"{r['n_samples']} ({r['n_train']}/{r['n_test']})",
                  str(r["n_features"]), r["input_shape"], None if pd.isna(r["n_classes"]) else str(r["n_classes"]),

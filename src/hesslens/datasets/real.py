@@ -12,6 +12,9 @@
   e.g. ``mnist1d_n13750``; ``mnist1d_n5000`` *is* ``mnist1d``. Split it with
   ``load("mnist1d_n13750", n_test=10000)`` for 3,750 training and 10,000 test signals. Its signals
   are not a superset of ``mnist1d``'s: the generator draws class by class, so N changes the stream.
+  ``mnist1d_<param><value>…[_n<N>]`` (:func:`mnist1d_variant`) is the same generator with other
+  distortion parameters, e.g. ``mnist1d_iid0.1`` or ``mnist1d_shear1.5_n13750``: a different
+  dataset of the same 1×40 shape and 10 classes for evaluating a model trained on ``mnist1d``.
 
 Each builder returns a :class:`~hesslens.datasets.core.Raw` holding every row; the split and the
 standardisation happen later, in :func:`hesslens.datasets.load`.
@@ -30,6 +33,7 @@ import numpy as np
 
 from ..errors import HesslensError, InvalidInputError
 from .core import Raw
+from .synthetic import format_number
 
 
 class MissingDependencyError(HesslensError, ImportError):
@@ -201,20 +205,41 @@ MNIST1D_DEFAULT_SAMPLES = 5000
 MNIST1D_MIN_SAMPLES = 20
 _MNIST1D_SIZED = re.compile(r"^mnist1d_n(?P<n>\d+)$")
 
+#: Distortion arguments of ``mnist1d.data.make_dataset`` a variant name may set, in name order (the
+#: order the generator applies them): name key, argument, type, the package's default.
+MNIST1D_PARAMS: tuple[tuple[str, str, type, float | int], ...] = (
+    ("scale", "scale_coeff", float, 0.4),
+    ("trans", "max_translation", int, 48),
+    ("corr", "corr_noise_scale", float, 0.25),
+    ("iid", "iid_noise_scale", float, 0.02),
+    ("shear", "shear_scale", float, 0.75),
+)
+#: Length of the padded template before the final subsampling (template_len 12 + padding 60):
+#: a translation by more than this would wrap around to no translation at all.
+MNIST1D_PADDED_LENGTH = 72
+_NUM, _INT = r"\d+(?:\.\d+)?", r"\d+"
+_MNIST1D_VARIANT = re.compile(
+    "^mnist1d" + "".join(f"(?:_{key}(?P<{key}>{_INT if kind is int else _NUM}))?" for key, _, kind, _ in MNIST1D_PARAMS)
+    + r"(?:_n(?P<n>\d+))?$")
 
-def _mnist1d(n: int = MNIST1D_DEFAULT_SAMPLES) -> Raw:
+
+def _mnist1d(n: int = MNIST1D_DEFAULT_SAMPLES, overrides: tuple[tuple[str, float | int], ...] = (),
+             name: str | None = None) -> Raw:
     """The ``n`` signals of ``mnist1d.data.make_dataset()`` (generator seed 42; default args but
-    ``num_samples=n``, which is left untouched for the default 5000).
+    ``num_samples=n``, which is left untouched for the default 5000, and the ``(argument, value)``
+    pairs of ``overrides``, none for ``mnist1d`` and ``mnist1d_n<N>``).
 
     ``make_dataset`` seeds Python's and NumPy's *global* generators; their states are restored
     afterwards so loading a dataset never changes a caller's random stream.
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        generator = optional_import("mnist1d.data", mnist1d_name(n))
+        generator = optional_import("mnist1d.data", name or mnist1d_name(n))
         args = generator.get_dataset_args()
         if n != MNIST1D_DEFAULT_SAMPLES:
             args.num_samples = n
+        for argument, value in overrides:
+            setattr(args, argument, value)
         data = generator.make_dataset(args)
     finally:
         random.setstate(py_state)
@@ -223,6 +248,8 @@ def _mnist1d(n: int = MNIST1D_DEFAULT_SAMPLES) -> Raw:
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
     if len(y) != n:  # pragma: no cover - guarded by mnist1d_size
         raise InvalidInputError(f"mnist1d generator returned {len(y)} signals, expected {n}")
+    if overrides:
+        return Raw(x, y, "classification", 10, _variant_description(n, overrides))
     if n == MNIST1D_DEFAULT_SAMPLES:
         return Raw(x, y, "classification", 10,
                    "MNIST-1D (Greydanus & Kobak 2024): 1-D signals of length 40 drawn from 10 digit-like "
@@ -248,7 +275,10 @@ def mnist1d_size(name: str) -> int | None:
     m = _MNIST1D_SIZED.match(name)
     if m is None:
         return None
-    n = int(m.group("n"))
+    return _checked_count(name, int(m.group("n")))
+
+
+def _checked_count(name: str, n: int) -> int:
     if n < MNIST1D_MIN_SAMPLES or n % 10:
         raise InvalidInputError(f"dataset {name!r}: the number of MNIST-1D signals must be a multiple of 10 "
                                 f"(the generator makes N // 10 per class) and at least {MNIST1D_MIN_SAMPLES}, "
@@ -263,6 +293,63 @@ def mnist1d_name(n: int) -> str:
 
 def mnist1d_builder(n: int) -> Callable[[], Raw]:
     return functools.partial(_mnist1d, n)
+
+
+def _variant_description(n: int, overrides: tuple[tuple[str, float | int], ...]) -> str:
+    changed = ", ".join(f"{arg}={value} (default {default})" for arg, value in overrides
+                        for _, a, _, default in MNIST1D_PARAMS if a == arg)
+    paired = all(arg != "max_translation" for arg, _ in overrides)
+    stream = ("The generator's random stream is unchanged, so every signal is the one of the same "
+              "position in " + (f"`{mnist1d_name(n)}`" if n != MNIST1D_DEFAULT_SAMPLES else "`mnist1d`")
+              + " (same template, label and random draws) with other distortion magnitudes, and a "
+              "split seed puts it on the same side of the split."
+              if paired else
+              "max_translation changes how many numbers the generator draws, so the signals are new "
+              "draws, not distorted copies of `mnist1d`'s.")
+    return (f"MNIST-1D variant, a different dataset of the same shape (1×40) and classes (10): the "
+            f"mnist1d package's generator make_dataset() with {changed}, {n} signals and otherwise "
+            f"default arguments (seed 42). {stream} Standardised with its own training statistics, "
+            f"like every dataset.")
+
+
+def mnist1d_variant(name: str) -> tuple[str, Callable[[], Raw]] | None:
+    """``(canonical_name, builder)`` of a name spelled ``mnist1d_<key><value>…[_n<N>]``, else None.
+
+    Keys, in this order, each at most once: ``scale`` (scale_coeff, in [0, 2), default 0.4),
+    ``trans`` (max_translation, an integer from 1 to 72, default 48), ``corr`` (corr_noise_scale
+    ≥ 0, default 0.25), ``iid`` (iid_noise_scale ≥ 0, default 0.02), ``shear`` (shear_scale ≥ 0,
+    default 0.75); N as for ``mnist1d_n<N>``. Numbers are canonicalised like the synthetic
+    families' (``iid0.10`` → ``iid0.1``) and parameters equal to their default are dropped from
+    the canonical name, so ``mnist1d_shear0.75`` *is* ``mnist1d``. Invalid values raise
+    :class:`InvalidInputError`.
+
+    >>> mnist1d_variant("mnist1d_iid0.10_n200")[0], mnist1d_variant("mnist1d_shear0.75")[0]
+    ('mnist1d_iid0.1_n200', 'mnist1d')
+    >>> mnist1d_variant("mnist1d_n200") is None
+    True
+    """
+    m = _MNIST1D_VARIANT.match(name)
+    if m is None or all(m.group(key) is None for key, _, _, _ in MNIST1D_PARAMS):
+        return None
+    n = MNIST1D_DEFAULT_SAMPLES if m.group("n") is None else _checked_count(name, int(m.group("n")))
+    overrides, parts = [], []
+    for key, argument, kind, default in MNIST1D_PARAMS:
+        text = m.group(key)
+        if text is None:
+            continue
+        value = kind(text)
+        if kind is int and not 1 <= value <= MNIST1D_PADDED_LENGTH:
+            raise InvalidInputError(f"dataset {name!r}: {key} ({argument}) must be an integer from 1 to "
+                                    f"{MNIST1D_PADDED_LENGTH}, got {value}")
+        if key == "scale" and not value < 2:
+            raise InvalidInputError(f"dataset {name!r}: scale ({argument}) must lie in [0, 2) so that every "
+                                    f"scale factor 1 + scale·(u − 1/2) stays positive, got {value}")
+        if value != default:
+            overrides.append((argument, value))
+            parts.append(f"_{key}{format_number(value, kind)}")
+    canonical = mnist1d_name(n) if not parts else (
+        "mnist1d" + "".join(parts) + (f"_n{n}" if n != MNIST1D_DEFAULT_SAMPLES else ""))
+    return canonical, functools.partial(_mnist1d, n, tuple(overrides), canonical)
 
 
 #: Only ``mnist1d`` is listed by ``names()``; every valid ``mnist1d_n<N>`` loads all the same (like the

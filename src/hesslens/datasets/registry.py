@@ -1,7 +1,8 @@
 """The registry behind :func:`names`, :func:`info` and :func:`load`.
 
 A name resolves, in this order, to: a built-in real dataset (:mod:`.real`), a registered OpenML
-dataset, a sized MNIST-1D set ``mnist1d_n<N>`` (N signals from the package's generator), a member of a
+dataset, a sized MNIST-1D set ``mnist1d_n<N>`` (N signals from the package's generator), an MNIST-1D
+variant ``mnist1d_<param><value>…[_n<N>]`` (other distortion parameters), a member of a
 synthetic family (:mod:`.synthetic`, any valid parameters), or ``openml:<id>``
 (read from the on-disk cache, fetched once when online). Raw arrays of the built-in datasets are
 generated once per process and cached (``functools.lru_cache``), so repeated loads with different
@@ -77,6 +78,10 @@ def resolve(name: str) -> Entry:
     if n is not None:
         canonical = real.mnist1d_name(n)
         return _BUILTIN.get(canonical) or Entry(canonical, "mnist1d", real.mnist1d_builder(n))
+    variant = real.mnist1d_variant(name)
+    if variant is not None:
+        canonical, make = variant
+        return _BUILTIN.get(canonical) or Entry(canonical, "mnist1d", make)
     found = synthetic.resolve(name)
     if found is not None:
         canonical, make = found

@@ -25,16 +25,20 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import memory
 from ..errors import InvalidInputError
+from ..operators.blocks import BlockView
 from ..progress import product_bar
 from . import checks
 from .lanczos import lanczos, lanczos_bytes
 from .random import generator, rademacher_columns, rademacher_signs
+
+if TYPE_CHECKING:
+    from .blocks import BlockResults
 
 SCHEMA = "hesslens.SpectralDensity/1"
 
@@ -194,7 +198,7 @@ def spectral_density(
     probe_batch: int | None = None,
     max_bytes: int | str | None = None,
     progress: bool | None = None,
-) -> SpectralDensity:
+) -> SpectralDensity | BlockResults:
     """SLQ estimate of the spectral density of a symmetric operator.
 
     Probes advance together through batched products, in groups whose Lanczos storage fits the
@@ -206,6 +210,11 @@ def spectral_density(
     steps > n the rows are padded. ``progress`` shows a bar over the probes × min(steps, n)
     products (None: only on a terminal; False: never).
 
+    For a :class:`~hesslens.operators.blocks.BlockView` it returns a
+    :class:`~hesslens.linalg.blocks.BlockResults` of one density per block, every block's
+    recurrences advancing together through shared padded products, each block's probes the rows
+    of this operator's probes (see :func:`~hesslens.linalg.block_lanczos.block_spectral_density`).
+
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.tensor([-1.0, 2.0, 3.0], dtype=torch.float64))
     >>> sd = hl.spectral_density(A, steps=3, probes=4)
@@ -215,6 +224,11 @@ def spectral_density(
     steps = checks.integer("steps", steps, 1)
     probes = checks.integer("probes", probes, 1)
     probe_batch = checks.optional_integer("probe_batch", probe_batch, 1)
+    if isinstance(op, BlockView):
+        from .block_lanczos import block_spectral_density
+
+        return block_spectral_density(op, steps, probes, seed, probe_batch=probe_batch, max_bytes=max_bytes,
+                                      progress=progress)
     a = checks.operator(op)
     gen = generator(seed)
     batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes)

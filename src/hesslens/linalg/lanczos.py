@@ -10,6 +10,9 @@ recurrence each new w is orthogonalised against all stored vectors of its own re
 drift into spurious copies. A recurrence whose β falls to round-off level has found an invariant
 subspace; it stops there and its remaining steps are left empty.
 
+The recurrences are a generator, :func:`lanczos_recurrences`, that yields each block of vectors to
+multiply; :func:`lanczos` drives it with one operator, per-block SLQ drives one per diagonal block.
+
 Before allocating, the storage (p·(steps + 3)·n float64 numbers: the basis, w, and the product's
 input and output) is checked against the memory budget of :mod:`hesslens.memory`.
 
@@ -20,7 +23,7 @@ Problem*, ch. 13.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -95,6 +98,30 @@ def lanczos(
     memory.check(lanczos_bytes(n, steps, p), f"{p} Lanczos recurrence(s) of {steps} steps in dimension {n} "
                  f"(a {p}×{steps}×{n} float64 basis)", max_bytes, advice="run fewer recurrences at once or fewer steps")
     matmat = checks.guarded(matmat, n, "matmat")
+    recurrences = lanczos_recurrences(v0, steps, on_step=on_step)
+    block = next(recurrences)
+    while True:
+        product = matmat(block)
+        if on_matvecs is not None:
+            on_matvecs(block.shape[1])
+        try:
+            block = recurrences.send(product)
+        except StopIteration as finished:
+            return finished.value
+
+
+def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], None] | None = None
+                        ) -> Generator[torch.Tensor, torch.Tensor, Tridiagonals]:
+    """The recurrences of :func:`lanczos` as a generator that yields each block to multiply.
+
+    It yields the (n, k) float64 block of the k recurrences still active and must be sent A times
+    it; it returns the :class:`Tridiagonals`. ``v0`` is a checked (n, p) float64 tensor and
+    ``steps`` ≤ n; nothing is validated or budgeted here (:func:`lanczos` does both). Driving several
+    of these generators with one product of all their blocks advances independent recurrences of
+    different operators together: :func:`hesslens.linalg.blocks.spectral_density` does that for the
+    diagonal blocks of one operator.
+    """
+    n, p = v0.shape
     # (p, steps, n): each recurrence's vectors contiguous, so reorthogonalisation is a batched GEMV.
     # Rows are written before they are read, so the storage need not be zeroed.
     basis = torch.empty(p, steps, n, dtype=torch.float64)
@@ -110,13 +137,11 @@ def lanczos(
         v = basis[:, j]
         idx = np.flatnonzero(active)
         if len(idx) == p:
-            w.copy_(matmat(v.T.contiguous()).T)
+            w.copy_((yield v.T.contiguous()).T)
         else:
             w.zero_()
-            w[torch.from_numpy(idx)] = matmat(v[torch.from_numpy(idx)].T.contiguous()).T
+            w[torch.from_numpy(idx)] = (yield v[torch.from_numpy(idx)].T.contiguous()).T
         matvecs += len(idx)
-        if on_matvecs is not None:
-            on_matvecs(len(idx))
         a = torch.bmm(w.unsqueeze(1), v.unsqueeze(2)).view(p)
         alpha[active, j] = a.numpy()[active]
         w.addcmul_(v, a[:, None], value=-1.0)

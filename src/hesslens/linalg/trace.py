@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .. import memory
+from ..operators.blocks import BlockView
 from ..progress import product_bar
 from . import checks
 from .random import generator, rademacher, rademacher_columns, rademacher_signs
+
+if TYPE_CHECKING:
+    from .blocks import BlockResults
 
 METHODS = ("hutch++", "hutchinson")
 
@@ -57,13 +61,19 @@ def _quadratic_forms(matmat, columns, count: int, group: int, on_matvecs) -> tor
 
 
 def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 0, *,
-          max_bytes: int | str | None = None, progress: bool | None = False) -> TraceResult:
+          max_bytes: int | str | None = None, progress: bool | None = False) -> TraceResult | BlockResults:
     """Estimate tr(A) from ``num_matvecs`` products, with a standard error.
 
     ``max_bytes`` (else :func:`hesslens.memory.default_budget`) bounds the working memory: probe
     products run in groups that fit, and a Hutch++ sketch that does not fit is refused with the estimate.
     ``progress`` shows a bar over the ``num_matvecs`` products (None: only on a terminal; the
     default False: never, as this estimate is often one quick step of a longer job).
+
+    For a :class:`~hesslens.operators.blocks.BlockView` it returns a
+    :class:`~hesslens.linalg.blocks.BlockResults` of per-block traces tr(H_ii): Hutchinson from one
+    pass of full-length probes through the whole operator (z_iᵀ(Hz)_i, ``num_matvecs`` products in
+    all), Hutch++ through each block's own padded products (see
+    :func:`~hesslens.linalg.blocks.block_trace`).
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
@@ -74,6 +84,10 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
     method = checks.choice("method", method, METHODS)
     minimum = 6 if method == "hutch++" else 2
     num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum, f" for {method} to give a standard error")
+    if isinstance(op, BlockView):
+        from .blocks import block_trace
+
+        return block_trace(op, num_matvecs, method, seed, max_bytes=max_bytes, progress=progress)
     a = checks.operator(op)
     gen = generator(seed)
     n = a.n

@@ -15,8 +15,10 @@
 timing each step, and returns a :class:`~hesslens.report.summary.Summary`. It only multiplies by
 the operator, so the model behind a ``HessianOperator`` is left exactly as it was (the operator
 restores parameters, buffers, modes and RNG around every product). :func:`write_report` turns a
-summary into the report folder: ``summary.json``, ``density.png`` and ``report.html``, written whole
-or not at all (:mod:`.output`).
+summary into the report folder: ``summary.json``, ``density.png``, ``hesd.png`` (the density in
+Gabdullin's style, log scale over a symmetric axis, its type in the legend:
+:func:`~hesslens.report.hesd_figure.hesd_figure`) and ``report.html``, written whole or not at all
+(:mod:`.output`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..errors import InvalidInputError
 from ..linalg import eigenvalues, spectral_density, trace
 from ..linalg.eigen import WHICH
 from .figures import save_density_png
+from .hesd_figure import save_hesd_png
 from .html import write_html
 from ..outputs import OutputError, check_folder, staged_folder
 from .summary import Summary
@@ -225,9 +228,20 @@ def hesd_summary(density: Any) -> dict[str, Any]:
             "verdict": a.verdict, "warnings": list(a.warnings)}
 
 
+def hesd_item(summary: Summary) -> Any:
+    """The summary's density as :func:`hesslens.assess` types it with the thresholds its ``hesd`` entry
+    records (the defaults when it has none: a summary written before the entry existed), labelled with the
+    model's name: what ``hesd.png`` draws, so its legend names the type the report states."""
+    from ..analysis import assess
+
+    h = summary.hesd or {}
+    options = {key: h[key] for key in ("margin", "qs_floor", "qs_relative") if h.get(key) is not None}
+    return assess(summary.spectral_density, label=str(summary.model.get("name", "model")), **options)
+
+
 #: What a report folder may hold: everything :func:`write_report` writes (``model.pt`` is the trained
 #: default model that ``hesslens analyze`` saves with its report).
-REPORT_FILES = ("summary.json", "density.png", "report.html", "model.pt")
+REPORT_FILES = ("summary.json", "density.png", "hesd.png", "report.html", "model.pt")
 
 
 @dataclass(frozen=True)
@@ -239,6 +253,7 @@ class ReportFiles:
     density_png: Path
     report_html: Path
     summary: Summary
+    hesd_png: Path | None = None
 
 
 def check_report_folder(folder: str | Path) -> Path:
@@ -249,14 +264,16 @@ def check_report_folder(folder: str | Path) -> Path:
 
 def write_report(summary: Summary, folder: str | Path, *, started: float | None = None,
                  extra: Mapping[str, Callable[[Path], Any]] | None = None) -> ReportFiles:
-    """Write ``summary.json``, ``density.png`` and ``report.html`` as the folder ``folder``, all at once.
+    """Write ``summary.json``, ``density.png``, ``hesd.png`` and ``report.html`` as ``folder``, all at once.
 
     The files are written into a staging folder beside ``folder`` that then replaces it (see
     :mod:`hesslens.outputs`): an error or Ctrl-C while writing leaves the previous report whole,
     and nothing is written through a symbolic link. ``extra`` maps more file names of the report
     (from :data:`REPORT_FILES`) to functions writing them to a given path. ``started`` is a
     ``time.perf_counter()`` reading taken when the whole job began; the summary's ``timings.total`` is
-    the wall time from then to the end of the figures (the sum of the steps without it).
+    the wall time from then to the end of the figures (the sum of the steps without it). ``hesd.png`` is
+    the density drawn by :func:`~hesslens.report.hesd_figure.hesd_figure`, typed with the thresholds
+    recorded in the summary's ``hesd`` entry (see :func:`hesd_item`).
     """
     out = Path(folder)
     unknown = sorted(set(extra or {}) - set(REPORT_FILES))
@@ -272,13 +289,14 @@ def write_report(summary: Summary, folder: str | Path, *, started: float | None 
                                    lambda_min_residual=summary.lambda_min.get("residual"),
                                    lambda_max_residual=summary.lambda_max.get("residual"),
                                    eigenvalues=[v["value"] for v in summary.eigen.get("values", ())], title=None)
+            hesd_png = save_hesd_png(hesd_item(summary), stage / "hesd.png")
             times = {**summary.timings, "report": time.perf_counter() - t0}
             times.pop("total", None)
             times["total"] = (time.perf_counter() - started) if started is not None else sum(times.values())
             summary = dataclasses.replace(summary, timings=times)
             summary.to_json(stage / "summary.json")
-            write_html(summary, stage / "report.html", png_path=png)
+            write_html(summary, stage / "report.html", png_path=png, hesd_png_path=hesd_png)
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: one line, nothing half-written
         raise OutputError(f"writing the report folder {str(out)!r} failed ({exc}); the previous report, if any, "
                           "is unchanged") from exc
-    return ReportFiles(out, out / "summary.json", out / "density.png", out / "report.html", summary)
+    return ReportFiles(out, out / "summary.json", out / "density.png", out / "report.html", summary, out / "hesd.png")

@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page a person reads in a browser.
 
-The density figure is embedded as a base64 PNG, so the page can be mailed or moved on its own.
+The figures (the density, and the HESD figure in the "HESD type and criteria" section) are embedded as
+base64 PNGs, so the page can be mailed or moved on its own.
 Every string that comes from the user (model and data names, engine reasons, settings) is escaped;
 tables and the page come from the shared renderer (:mod:`hesslens.render`).
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..render import Figure, Page, Raw, Section, Table, fmt
 from .figures import BAND_STDERRS
+from .hesd_figure import FLOOR, PAD, SIGMA_FRACTION
 from .summary import Summary
 
 __all__ = ["fmt", "render_html", "write_html"]
@@ -120,8 +122,22 @@ def _key_table(rows: list, columns: tuple[str, ...]) -> Table:
     return Table(rows, {"columns": columns, "float_digits": 6, "blank": "—", "row_headers": True, "css_class": "key"})
 
 
-def _hesd(s: Summary) -> list[Any]:
-    """The HESD type and criteria (``summary.hesd``, hesslens.assess on the density): verdict, then the numbers."""
+def _hesd_figure(png: bytes | None) -> Figure:
+    """``hesd.png``: the density on a log scale over a symmetric axis, as Gabdullin draws it."""
+    floor = f"{FLOOR:.0e}".replace("e-0", "e-")
+    caption = ("The same SLQ density in the style of Gabdullin's papers: a log scale over an eigenvalue axis "
+               f"symmetric about 0, [−b, b] with b = {fmt(1 + PAD)} × the largest |node|, so that the negative "
+               "part is drawn on the same footing as the positive one. The curve integrates to 1; σ (in the title) "
+               f"is a Gaussian standard deviation, {fmt(SIGMA_FRACTION)} × the plotted span 2b; the log axis starts "
+               f"at {floor} × the peak. The legend gives the type (decisive or weak) and the balance C.")
+    return Figure(png if png is not None else "hesd.png", caption=caption, link="hesd.png",
+                  alt="Hessian spectral density, log scale over a symmetric eigenvalue axis, with its HESD type",
+                  embed=png is not None)
+
+
+def _hesd(s: Summary, png: bytes | None = None) -> list[Any]:
+    """The HESD type and criteria (``summary.hesd``, hesslens.assess on the density): verdict, the numbers,
+    then the HESD figure (``png``, embedded; without it the page links ``hesd.png``)."""
     h = s.hesd
     if not h:
         return []
@@ -138,15 +154,17 @@ def _hesd(s: Summary) -> list[Any]:
         rows.append(("re", c["re"], f"|min λ / max λ| per probe, averaged; ± {fmt(c['re_stderr'], 2)}"))
         rows.append(("Kh", c["kh"], f"n = {fmt(c['n'])}; ± {fmt(c['kh_stderr'], 2)}"
                                     + (f"; {c['undefined']} probe run(s) undefined" if c["undefined"] else "")))
-    parts: list[Any] = [h["verdict"], _key_table(rows, ("Quantity", "Value", "Detail"))]
+    parts: list[Any] = [h["verdict"], _key_table(rows, ("Quantity", "Value", "Detail")), _hesd_figure(png)]
     parts += [f"Warning: {w}" for w in h.get("warnings", ())]
     parts.append("The type is hesslens's criterion (the paper's own Ct was not available): see "
                  "`hesslens.analysis.hesd`; re and Kh as in Gabdullin 2024.")
     return parts
 
 
-def render_html(summary: Summary, png: bytes | None = None, png_name: str = "density.png") -> str:
-    """The report page. ``png`` (the density figure's bytes) is embedded; without it the page links ``png_name``."""
+def render_html(summary: Summary, png: bytes | None = None, png_name: str = "density.png",
+                hesd_png: bytes | None = None) -> str:
+    """The report page. ``png`` (the density figure's bytes) is embedded; without it the page links ``png_name``.
+    ``hesd_png`` (the HESD figure's bytes) likewise, else the HESD section links ``hesd.png``."""
     s = summary
     model_name = s.model.get("name", "model")
     title = f"hesslens report: {model_name}"
@@ -183,7 +201,7 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
         Section("Key numbers", [_key_table(_key_rows(s), ("Quantity", "Value", "Detail"))]),
         *([Section("Requested eigenvalues", requested)] if requested else []),
         Section("Spectral density", [figure]),
-        *([Section("HESD type and criteria", hesd)] if (hesd := _hesd(s)) else []),
+        *([Section("HESD type and criteria", hesd)] if (hesd := _hesd(s, hesd_png)) else []),
         Section("Product engine", [engine_intro, _key_table(engine_rows, ("Candidate", "Status", "Detail"))]),
         Section("Timings", [_pairs(timings)]),
         Section("Settings", [_pairs(_settings(s))]),
@@ -193,9 +211,12 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
     return page.html()
 
 
-def write_html(summary: Summary, path: str | Path, png_path: str | Path | None = None) -> Path:
-    """Write :func:`render_html` to ``path``, embedding the PNG at ``png_path`` when given."""
+def write_html(summary: Summary, path: str | Path, png_path: str | Path | None = None,
+               hesd_png_path: str | Path | None = None) -> Path:
+    """Write :func:`render_html` to ``path``, embedding the PNGs at ``png_path`` (the density figure) and
+    ``hesd_png_path`` (the HESD figure) when given."""
     path = Path(path)
     png = Path(png_path).read_bytes() if png_path is not None else None
-    path.write_text(render_html(summary, png), encoding="utf-8")
+    hesd_png = Path(hesd_png_path).read_bytes() if hesd_png_path is not None else None
+    path.write_text(render_html(summary, png, hesd_png=hesd_png), encoding="utf-8")
     return path

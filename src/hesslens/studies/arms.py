@@ -7,7 +7,9 @@ and the rows it reads. The helpers build the common ones declaratively:
 * :func:`paired_difference` — metric(arm a) − metric(arm b), paired by seed (and by the ``match``
   columns, averaged over the declared cells per seed: a region, not one edge cell);
 * :func:`interaction` — (a − b) − (c − d) per seed;
-* :func:`rank_correlation` — Kendall's τ_b between two columns over the runs of one seed.
+* :func:`rank_correlation` — Kendall's τ_b between two columns over the runs of one seed;
+* :func:`run_value` — a summary one run computed itself; :func:`pooled_value` — the mean, minimum or
+  maximum of a metric over a declared region of runs, per seed.
 
 An arm is a filter ``{column: value or list of values}`` (:func:`select`); unknown columns, unpaired or
 duplicate runs, empty arms and NaN metrics are errors naming the runs, never silently dropped.
@@ -25,8 +27,8 @@ import pandas as pd
 from ..errors import InvalidInputError
 from .stats import kendall_tau
 
-__all__ = ["Statistic", "Where", "format_where", "interaction", "is_flag", "normalise_where", "paired_difference",
-           "rank_correlation", "row_mask", "run_value", "select", "versus_best"]
+__all__ = ["AGGREGATES", "Statistic", "Where", "format_where", "interaction", "is_flag", "normalise_where",
+           "paired_difference", "pooled_value", "rank_correlation", "row_mask", "run_value", "select", "versus_best"]
 
 
 Where = tuple  # normalised filter: ((column, value or tuple of values), ...)
@@ -241,5 +243,43 @@ def run_value(metric: str, where: Mapping[str, Any], *, minus: float = 0.0, seed
     def compute(df: pd.DataFrame) -> pd.Series:
         sub = _arm_values(df, metric, w, [seed_column], "runs")
         return (sub.set_index(seed_column)[metric].astype(float) - minus).rename(metric)
+
+    return Statistic(desc, compute, lambda df: df[row_mask(df, w)], seed_column)
+
+
+#: How :func:`pooled_value` combines the runs of one seed.
+AGGREGATES = ("mean", "min", "max")
+
+
+def pooled_value(metric: str, where: Mapping[str, Any], *, how: str = "mean", minus: float = 0.0,
+                 seed_column: str = "seed", per_seed: int | None = None) -> Statistic:
+    """Per seed, the ``how`` (mean, min or max) of ``metric − minus`` over every run matching ``where``.
+
+    The region is declared by the filter, so a claim about "every run" (``how="min"`` against a threshold)
+    or "on average over the cells" (``"mean"``) reads all of it, not its most favourable cell. ``per_seed``
+    (optional) is the number of runs each seed must have there: a seed with fewer or more (a study still
+    running, or a filter that matches more than intended) is an error naming it, never silently averaged.
+    """
+    if how not in AGGREGATES:
+        raise InvalidInputError(f"how must be one of {AGGREGATES}, got {how!r}")
+    w = normalise_where(where, "runs")
+    shift = f" − {minus:g}" if minus else ""
+    desc = f"{how} of {metric}{shift} over {'the runs with ' if w else ''}{format_where(w)}, per {seed_column}"
+
+    def compute(df: pd.DataFrame) -> pd.Series:
+        _need_columns(df, [metric, seed_column], desc)
+        sub = df.loc[row_mask(df, w), [seed_column, metric]]
+        if sub.empty:
+            raise InvalidInputError(f"{desc}: no runs match")
+        bad = sub[~np.isfinite(sub[metric].astype(float))]
+        if not bad.empty:
+            raise InvalidInputError(f"{desc}: {metric} is NaN or inf for {seed_column}s "
+                                    f"{sorted(set(bad[seed_column]), key=repr)[:10]}; exclude those runs explicitly")
+        if per_seed is not None:
+            counts = sub.groupby(seed_column).size()
+            off = counts[counts != per_seed]
+            if not off.empty:
+                raise InvalidInputError(f"{desc}: expected {per_seed} runs per seed, got {off.to_dict()}")
+        return (sub[metric].astype(float) - minus).groupby(sub[seed_column]).agg(how).rename(metric)
 
     return Statistic(desc, compute, lambda df: df[row_mask(df, w)], seed_column)

@@ -62,7 +62,7 @@ from .grids import _is_union, _type_hints, expand_grid, load_presets
 from .seeds import SEED_FIELD, check_counts, count_for, has_seed_field, parse_seeds, refuse_seed_axis
 
 __all__ = ["FINISHED", "STATUSES", "Diverged", "ReportContent", "RunContext", "Study", "canonical_json", "config_dict",
-           "expand_grid", "load_presets", "make_config", "param", "run_key"]
+           "expand_grid", "load_presets", "make_config", "membership", "param", "run_key"]
 
 #: Statuses a run can have in the store. ``done`` and ``diverged`` are final (they carry a record).
 STATUSES = ("pending", "running", "done", "failed", "diverged")
@@ -389,6 +389,16 @@ def run_key(config: Any) -> str:
     data = config_dict(config) if dataclasses.is_dataclass(config) else dict(config)
     data.pop(SEED_FIELD, None)
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
+
+
+def membership(grids: Mapping[str, Any], config: type) -> dict[str, tuple[str, ...]]:
+    """Run key → the names of the ``grids`` (name → grid spec) that hold that configuration, in order: a
+    study whose grids share configurations trains each once and records which grids it serves."""
+    held: dict[str, list[str]] = {}
+    for name, spec in grids.items():
+        for row in expand_grid(spec, config):
+            held.setdefault(run_key(make_config(config, row)), []).append(name)
+    return {k: tuple(v) for k, v in held.items()}
 
 
 def _short(row: Mapping[str, Any]) -> str:

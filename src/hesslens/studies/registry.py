@@ -17,7 +17,7 @@ from ..loading import load_object
 from .declaration import Study
 
 #: Modules whose import registers the built-in studies.
-BUILTIN_MODULES = ("hesslens.studies.sharpness",)
+BUILTIN_MODULES = ("hesslens.studies.sharpness", "hesslens.studies.hesd", "hesslens.studies.layerwise")
 
 _REGISTRY: dict[str, Study] = {}
 _loaded = False

@@ -4,6 +4,9 @@
 
 The tracker is stepped at the end of every training epoch (or every optimisation step when it was
 built with ``unit="step"``), with the epoch, the global step and Lightning's logged scalars as metrics.
+Every measurement of the tracker works through it (``"hesd"`` included: its string column ``hesd_type``
+stays in ``tracker.history``; the tracker's loggers receive only the numeric values, as floats; and
+``"layerwise"``: per-block tables in ``tracker.layerwise_history``, scalars ``layerwise/<block>/<metric>``).
 """
 
 from __future__ import annotations

@@ -20,8 +20,11 @@ Conventions (those of Kaur, Cohen & Lipton 2023, arXiv 2206.10654, where they ap
 Determinism: the data order comes from ``torch.Generator().manual_seed(seed)``; the global torch
 stream (dropout masks) is forked and re-seeded from ``seed`` for the duration of the run, so the
 caller's global stream is left as it was and the same ``seed`` gives bitwise-identical final
-parameters on the same machine and thread count. The model's initialisation is the caller's:
-build (or re-seed) the model before calling ``train``.
+parameters on the same machine and thread count. The other random streams are seeded with
+``_derived_seed(seed, k)`` (:data:`STREAMS`): k = 1 the global (dropout) stream, and CPU
+``torch.Generator`` objects for 2 AdaHessian's probes, 3 the gradient noise (``grad_noise``) and
+4 the augmentation (``augment``). The model's initialisation is the caller's: build (or re-seed)
+the model before calling ``train``.
 
 ``dataset`` is duck-typed: any object with attributes ``x_train``, ``y_train``, ``x_test``,
 ``y_test`` (tensors or arrays; the test pair may be None) and ``info.task`` (or ``task``) equal to
@@ -52,13 +55,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
 from ..progress import progress_bar
+from . import augment as augmentation
 from .callbacks import StopTraining, is_step_callback
+from .evaluation import _evaluate, _logits
+from .inputs import TASKS  # noqa: F401 - re-exported
+from .inputs import _fail, _is_int, _is_number, _non_negative_float, _positive_float, _positive_int, _task_of, _tensors
+from .manipulations import add_gradient_noise
 from .optimizers import OPTIMIZERS, SAM, AdaHessian, build_optimizer, clip_gradients, frozen_buffers
 from .results import HISTORY_COLUMNS, TrainResult
 
-TASKS = ("classification", "regression")
 #: Accepted values of ``train(..., loss_normalisation=)``: batch mean, or sum over the nominal batch size.
 LOSS_NORMALISATIONS = ("mean", "nominal")
 
@@ -69,121 +75,13 @@ TEST_EVALS = ("every", "final")
 DEFAULT_MAX_EPOCHS = 10_000
 
 
-def _fail(field: str, message: str) -> InvalidInputError:
-    return InvalidInputError(f"{field}: {message}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _positive_int(field: str, v: Any, allow_none: bool = False) -> int | None:
-    if v is None and allow_none:
-        return None
-    if not _is_int(v) or v < 1:
-        raise _fail(field, f"must be a positive integer{' or None' if allow_none else ''}, got {v!r}")
-    return int(v)
-
-
-def _positive_float(field: str, v: Any, allow_none: bool = True) -> float | None:
-    if v is None and allow_none:
-        return None
-    if not _is_number(v) or not math.isfinite(v) or v <= 0:
-        raise _fail(field, f"must be a finite number > 0{' or None' if allow_none else ''}, got {v!r}")
-    return float(v)
-
-
-def _task_of(dataset: Any) -> str:
-    info = getattr(dataset, "info", None)
-    task = getattr(info, "task", None) if info is not None else None
-    if task is None:
-        task = getattr(dataset, "task", None)
-    if task not in TASKS:
-        raise _fail("dataset", f"needs info.task (or task) in {TASKS}, got {task!r}")
-    return task
-
-
-def _tensors(dataset: Any, task: str, device: torch.device, dtype: torch.dtype):
-    missing = [a for a in ("x_train", "y_train", "x_test", "y_test") if not hasattr(dataset, a)]
-    if missing:
-        raise _fail("dataset", f"missing attributes {missing}; expected x_train, y_train, x_test, y_test and info.task")
-
-    def convert(name: str, v: Any, is_x: bool) -> torch.Tensor:
-        try:
-            t = torch.as_tensor(v)
-        except Exception as exc:  # noqa: BLE001 - anything unconvertible is a bad input
-            raise _fail(f"dataset.{name}", f"cannot be converted to a tensor ({exc})") from exc
-        if t.is_floating_point() and (is_x or task == "regression"):
-            t = t.to(dtype)
-        return t.to(device)
-
-    out = {}
-    for split in ("train", "test"):
-        xv, yv = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
-        if split == "test" and xv is None and yv is None:
-            out["test"] = None
-            continue
-        if xv is None or yv is None:
-            raise _fail(f"dataset.{'x' if xv is None else 'y'}_{split}", "is None")
-        x, y = convert(f"x_{split}", xv, True), convert(f"y_{split}", yv, False)
-        if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
-            raise _fail(f"dataset.y_{split}", f"x_{split} has shape {tuple(x.shape)} and y_{split} "
-                                              f"{tuple(y.shape)}: need the same first dimension")
-        if split == "train" and len(x) == 0:
-            raise _fail("dataset.x_train", "is empty")
-        if task == "classification" and (y.is_floating_point() or y.is_complex() or y.dim() != 1):
-            raise _fail(f"dataset.y_{split}", f"classification targets must be integer class indices of shape (N,), "
-                                              f"got dtype {y.dtype} shape {tuple(y.shape)}")
-        if task == "regression" and not y.is_floating_point():
-            raise _fail(f"dataset.y_{split}", f"regression targets must be floating point, got {y.dtype}")
-        out[split] = (x, y) if len(x) else None
-    return out["train"], out["test"]
-
-
-def _logits(outputs: Any) -> torch.Tensor:
-    return outputs if isinstance(outputs, torch.Tensor) else outputs.logits
-
-
-def _correct(outputs: torch.Tensor, y: torch.Tensor) -> int:
-    if outputs.dim() == 2 and outputs.shape[1] == 1:  # one logit per sample: binary, threshold at 0
-        pred = (outputs[:, 0] > 0).long()
-    else:
-        pred = outputs.argmax(dim=1)
-    return int((pred == y).sum())
-
-
-def _evaluate(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor] | None,
-              classification: bool, chunk: int) -> tuple[float | None, float | None]:
-    """Mean loss and accuracy over a whole split in eval mode (no gradients, no buffer updates)."""
-    if data is None:
-        return None, None
-    x, y = data
-    n = len(x)
-    training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            total, correct = 0.0, 0
-            for start in range(0, n, chunk):
-                xb, yb = x[start:start + chunk], y[start:start + chunk]
-                out = model(xb)
-                loss = float(loss_fn(out, yb))
-                # A single chunk returns loss_fn's own value, so full-batch numbers match exactly.
-                total = loss if n <= chunk else total + loss * len(xb)
-                if classification:
-                    correct += _correct(_logits(out), yb)
-    finally:
-        for m, flag in training.items():
-            m.training = flag
-    return (total if n <= chunk else total / n), (correct / n if classification else None)
+#: Streams of ``_derived_seed``: the global torch stream (dropout), AdaHessian, gradient noise, augmentation.
+STREAMS = {"global": 1, "adahessian": 2, "grad_noise": 3, "augment": 4}
 
 
 def _derived_seed(seed: int, stream: int) -> int:
-    """Independent seeds for the separate random streams of one run (data order uses ``seed`` itself)."""
+    """Independent seeds for the separate random streams of one run (data order uses ``seed`` itself):
+    the first word of ``numpy.random.SeedSequence([seed, stream]).generate_state(1, uint32)``."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint32)[0])
 
 
@@ -203,6 +101,8 @@ def train(
     adaptive: bool = False,
     clip_norm: float | None = None,
     clip_value: float | None = None,
+    grad_noise: float | None = None,
+    augment: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     seed: int = 0,
     callbacks: Iterable[Callable] = (),
     loss: Callable | None = None,
@@ -219,7 +119,7 @@ def train(
     model : the network, already initialised (its initialisation is the caller's).
     dataset : see the module docstring (duck-typed; ``hesslens.datasets.load`` returns one).
     optimizer : one of ``"sgd"`` (plain), ``"momentum"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
-        ``"sam"``, ``"adahessian"`` (see :mod:`hesslens.training.optimizers`).
+        ``"sam"``, ``"adahessian"``, ``"signsgd"`` (see :mod:`hesslens.training.optimizers`).
     batch_size : mini-batch size; None (or ≥ N) means full batch, i.e. gradient descent.
     lr : learning rate η > 0.
     epochs : train this many epochs (or fewer if ``until_train_acc`` is reached first).
@@ -227,14 +127,30 @@ def train(
         (classification only). At least one of ``epochs`` and ``until_train_acc`` is required.
     max_epochs : cap on epochs when ``epochs`` is None.
     momentum : None = the optimiser's default (0.9 for ``"momentum"``, else 0); ``"sgd"``,
-        ``"adam"``, ``"adamw"`` and ``"adahessian"`` refuse a non-zero value.
-    weight_decay : None = 0 (AdamW: torch's 0.01); L2 for SGD/Adam/RMSprop/SAM, decoupled for
-        AdamW and AdaHessian.
+        ``"adam"``, ``"adamw"``, ``"adahessian"`` and ``"signsgd"`` refuse a non-zero value.
+    weight_decay : None = 0 (AdamW: torch's 0.01); L2 for SGD/Adam/RMSprop/SAM/sign-SGD, decoupled
+        for AdamW and AdaHessian.
     rho, adaptive : SAM's radius (None = 0.05) and the ASAM switch; SAM only.
     clip_norm, clip_value : gradient clipping before every step, by value then by global norm
         (:func:`~hesslens.training.optimizers.clip_gradients`); for SAM it clips the gradient at
-        the perturbed point, the one the step uses.
-    seed : data order and dropout stream (see the module docstring); AdaHessian's probes.
+        the perturbed point, the one the step uses. (Clipping leaves sign-SGD's step unchanged:
+        neither rescaling nor clamping changes a sign.)
+    grad_noise : σ ≥ 0 of Gaussian gradient noise (None or 0: off): after clipping, every entry
+        of the gradient the step uses gets independent N(0, σ²) noise, g ← g + σ ξ, drawn afresh
+        each step from its own stream (:func:`~hesslens.training.manipulations.add_gradient_noise`).
+        Neelakantan et al. (2015, arXiv 1511.06807) anneal σ; here it is constant. Defined for
+        every optimiser: for SAM it perturbs the gradient at w + ε (the ascent direction ε uses the
+        clean gradient), for AdaHessian the gradient entering its first moment (the Hessian
+        diagonal is estimated from the clean graph), for sign-SGD the gradient whose signs are taken.
+    augment : data augmentation of every training mini-batch's inputs (never of the evaluation
+        passes): a string of built-ins such as ``"noise0.1"``, ``"shift2"`` or ``"shift2+noise0.1"``,
+        or a callable ``augment(x, generator) -> x`` (see :mod:`hesslens.training.augment`). It
+        draws from its own stream; a callable is first tried once on two training samples with a
+        separate generator, so that a wrong output shape is reported before any step. The loss of
+        a step (``loss`` in step metrics, ``epoch_loss``) is the loss on the augmented batch; SAM's
+        two passes and AdaHessian's probes use the same augmented batch.
+    seed : data order and dropout stream (see the module docstring); AdaHessian's probes, the
+        gradient noise and the augmentation, each on its own derived stream.
     callbacks : see :mod:`hesslens.training.callbacks`.
     loss : ``loss(outputs, targets)`` returning the batch mean; default cross-entropy for
         classification, MSE for regression.
@@ -291,6 +207,8 @@ def train(
     batch_size = _positive_int("batch_size", batch_size, allow_none=True)
     clip_norm = _positive_float("clip_norm", clip_norm)
     clip_value = _positive_float("clip_value", clip_value)
+    grad_noise = _non_negative_float("grad_noise", grad_noise)
+    augment_fn = augmentation.resolve(augment)
     if not _is_int(seed) or seed < 0:
         raise _fail("seed", f"must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -311,8 +229,12 @@ def train(
     loss_fn = loss if loss is not None else (nn.CrossEntropyLoss() if classification else nn.MSELoss())
     device, dtype = params[0].device, params[0].dtype
     train_data, test_data = _tensors(dataset, task, device, dtype)
+    if isinstance(augment, str):
+        augmentation.resolve(augment, tuple(train_data[0].shape[1:]))  # can "shift" handle these inputs?
     opt = build_optimizer(optimizer, params, lr=lr, momentum=momentum, weight_decay=weight_decay, rho=rho,
-                          adaptive=adaptive, seed=_derived_seed(seed, 2))
+                          adaptive=adaptive, seed=_derived_seed(seed, STREAMS["adahessian"]))
+    noise_gen = torch.Generator().manual_seed(_derived_seed(seed, STREAMS["grad_noise"]))
+    augment_gen = torch.Generator().manual_seed(_derived_seed(seed, STREAMS["augment"]))
 
     x_train, y_train = train_data
     n = len(x_train)
@@ -332,6 +254,8 @@ def train(
     def one_step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         """One optimisation step; returns the mini-batch loss at the weights before the step."""
         opt.zero_grad(set_to_none=True)
+        if augment_fn is not None:
+            xb = augmentation.apply(augment_fn, xb, augment_gen)
         # "nominal": (|b|/B)·mean = sum/B on a short batch; a full batch (|b| = B) keeps the mean as is.
         weight = len(xb) / bs if nominal and len(xb) != bs else None
         batch_loss = loss_fn(model(xb), yb)
@@ -351,9 +275,11 @@ def train(
                 perturbed = loss_fn(model(xb), yb)
                 (perturbed if weight is None else perturbed * weight).backward()
             clip_gradients(params, clip_norm, clip_value)
+            add_gradient_noise(params, grad_noise, noise_gen)
             opt.second_step()
         else:
             clip_gradients(params, clip_norm, clip_value)
+            add_gradient_noise(params, grad_noise, noise_gen)
             opt.step()
         return value
 
@@ -372,7 +298,10 @@ def train(
     steps, epoch, diverged, stop_reason = 0, 0, False, None
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(_derived_seed(seed, 1))
+            torch.manual_seed(_derived_seed(seed, STREAMS["global"]))
+            if augment_fn is not None and not isinstance(augment, str):  # a user's callable: try it once
+                augmentation.probe(augment_fn, x_train[:2], _derived_seed(seed, STREAMS["augment"]))
+                torch.manual_seed(_derived_seed(seed, STREAMS["global"]))  # as if it had drawn nothing
             model.train()
             # Epoch 0: the initial model. This evaluation also checks that model, data and loss fit
             # together before any step is taken.

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import lazy
-from ..declaration import Study, make_config, param, run_key
-from ..grids import expand_grid
+from ..declaration import Study, membership, param, run_key
 from ..registry import register
 from ..trained import Trained, TrainedNetConfig, train_then_measure
 from .design import FULL, SMOKE, Design, grids, preset
@@ -80,12 +79,7 @@ __getattr__, __dir__ = lazy.attach(__name__, {"declare": ".claims", "correlation
 @functools.lru_cache(maxsize=2)
 def _membership(scale: str) -> dict[str, tuple[str, ...]]:
     """Run key → the grids of the design that hold it (a configuration can serve several claims)."""
-    design = FULL if scale == "full" else SMOKE
-    held: dict[str, list[str]] = {}
-    for name, spec in grids(design).items():
-        for row in expand_grid(spec, SharpnessConfig):
-            held.setdefault(run_key(make_config(SharpnessConfig, row)), []).append(name)
-    return {k: tuple(v) for k, v in held.items()}
+    return membership(grids(FULL if scale == "full" else SMOKE), SharpnessConfig)
 
 
 def run_sharpness(config: SharpnessConfig, ctx: Any = None) -> tuple[dict, list]:

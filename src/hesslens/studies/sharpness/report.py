@@ -22,6 +22,7 @@ from ...errors import InvalidInputError
 from ...render import table
 from ..claims import split_seeds
 from ..declaration import ReportContent
+from ..finished import finished_runs
 from ..stats import mean_interval
 from ..verdicts import verdict_table
 from .claims import correlations, declare
@@ -45,29 +46,14 @@ class SharpnessAnalysis:
     runs: pd.DataFrame  # the runs analysed
 
 
-def _bools(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for col in ("smoke", "full_batch", "batchnorm", "reached_target", "capped", "diverged", "interpolate"):
-        if col in out:
-            out[col] = out[col].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
-    return out
-
-
 def analyze(df: pd.DataFrame, *, subsets: tuple | None = None) -> SharpnessAnalysis:
     """Decide the claims on the finished runs of ``df`` (the study's results table, e.g. ``results.csv``).
 
     ``subsets``: the two disjoint seed subsets of the robustness check (default: alternating seeds,
     :func:`hesslens.studies.claims.split_seeds`), e.g. ``((0, 1, 2), (3, 4, 5))``.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise InvalidInputError(f"analyze needs the results table as a DataFrame, got {type(df).__name__}")
-    runs = _bools(df)
-    if "status" in runs:
-        runs = runs[runs["status"].isin(["done", "diverged"])]
-    full = runs[~runs["smoke"]] if "smoke" in runs else runs
-    smoke = full.empty and not runs.empty
+    runs, smoke = finished_runs(df, ("full_batch", "batchnorm", "reached_target", "capped", "diverged", "interpolate"))
     design = SMOKE if smoke else FULL
-    runs = runs if smoke else full
     claims = verdict_table(declare(design), runs, smoke=smoke, subsets=subsets)
     return SharpnessAnalysis(design, smoke, claims, _tau(design, runs), _eos(design, runs), runs)
 

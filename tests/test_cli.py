@@ -85,15 +85,38 @@ def test_default_figure_html_and_printed_table(default_run):
     s = load_summary(out)
     assert (out / "density.png").read_bytes().startswith(PNG_SIGNATURE)
     assert (out / "hesd.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert sorted(p.name for p in out.iterdir()) == ["density.png", "hesd.png", "model.pt", "report.html",
-                                                     "summary.json"]
+    assert (out / "layerwise.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in out.iterdir()) == ["density.png", "hesd.png", "layerwise.png", "model.pt",
+                                                     "report.html", "summary.json"]
     page = (out / "report.html").read_text(encoding="utf-8")
     for number in (s.lambda_max["value"], s.lambda_min["value"], s.trace["estimate"]):
         assert fmt(number) in page
     assert s.engine["name"] in page and "data:image/png;base64," in page
-    for word in ("lambda_max", "lambda_min", "trace", "engine", str(out / "report.html")):
+    for word in ("lambda_max", "lambda_min", "trace", "layerwise", "engine", str(out / "report.html")):
         assert word in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_default_layerwise_table_is_that_of_the_rebuilt_model(default_run, default_reference):
+    """The default report's layer-wise table: the blocks of the analysed model (0 and 2, weight and bias
+    together), timed, in the settings; exact blocks agree with the dense Hessian's diagonal blocks."""
+    out, proc = default_run
+    problem, _ = default_reference
+    s = load_summary(out)
+    lw = s.layerwise
+    assert s.settings["layerwise"] is True and s.timings["layerwise"] > 0
+    assert [(r["block"], r["type"], r["n_params"]) for r in lw["table"]] == [("0", "Linear", 1040), ("2", "Linear", 170)]
+    assert lw["settings"]["seed"] == 0 and lw["settings"]["steps"] <= 20 and lw["settings"]["probes"] <= 3
+    op = hl.HessianOperator(problem.model, problem.loss_fn, problem.data)
+    dense, view = op.dense(), hl.blocks(op)
+    assert lw["ranges"] == [[list(r) for r in ranges] for ranges in view.ranges]
+    for row, name, ((a, b),) in zip(lw["table"], view.names, view.ranges):
+        assert row["block"] == name
+        exact = torch.linalg.eigvalsh(dense[a:b, a:b])  # the diagonal block H_ii of the dense Hessian
+        scale = float(exact.abs().max())
+        assert abs(row["lambda_max"] - float(exact[-1])) <= 1e-3 * scale
+        assert abs(row["trace"] - float(exact.sum())) <= 4 * row["trace_stderr"] + 1e-8 * scale
+    assert len([ln for ln in proc.stdout.splitlines() if ln.strip().startswith("layerwise")]) == 1
 
 
 def test_reanalysing_the_saved_checkpoint_gives_the_same_numbers(default_run, tmp_path):
@@ -352,14 +375,62 @@ def test_summary_records_the_command_that_repeats_it(tmp_path, user_module):
     assert command.startswith("hesslens analyze --model") and "--seed 3" in command and "--steps 12" in command
 
 
+def test_layerwise_table_equals_hl_layerwise_on_the_same_model_and_data(tmp_path, user_module, checkpoint):
+    """--layerwise (the default): summary.json's table is hl.layerwise of the analysed model on the analysis
+    data with the settings it records; layerwise.png is in the folder and the page has the section."""
+    path, model = checkpoint
+    out = tmp_path / "o"
+    args = ["analyze", "--out", str(out), "--model", f"{user_module}:make", "--checkpoint", str(path),
+            "--data", f"{user_module}:batches", *[a for a in FAST if a != "--quiet"]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    s = load_summary(out)
+    assert s.settings["layerwise"] is True and s.settings["command"].endswith("--layerwise")
+    lw = s.layerwise
+    options = {k: lw["settings"][k] for k in ("steps", "probes", "seed", "trace_matvecs", "exact_below", "tol")}
+    assert (options["steps"], options["probes"], options["seed"], options["trace_matvecs"]) == (12, 3, 0, 30)
+    op = hl.HessianOperator(model, nn.CrossEntropyLoss(), __import__(user_module).batches())
+    direct = hl.layerwise(op, **options, progress=False).table
+    assert [r["block"] for r in lw["table"]] == direct["block"].tolist() == ["0", "2"]
+    for column in ("n_params", "exact", "hesd_type", "warnings", "parameters"):
+        assert [r[column] for r in lw["table"]] == direct[column].tolist()
+    for column in ("lambda_max", "lambda_min", "trace", "neg_mass", "condition", "effective_rank", "kh"):
+        np.testing.assert_allclose([r[column] for r in lw["table"]], direct[column], rtol=1e-7, atol=1e-12)
+    assert (out / "layerwise.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "Layer-wise (local) Hessians" in (out / "report.html").read_text(encoding="utf-8")
+    (line,) = [ln for ln in result.output.splitlines() if ln.strip().startswith("layerwise")]
+    assert "2 blocks (2 exact)" in line
+
+
+def test_no_layerwise_omits_the_table_and_its_figure(tmp_path, user_module):
+    out = tmp_path / "o"
+    args = ["analyze", "--out", str(out), "--model", f"{user_module}:make", "--data", f"{user_module}:batches",
+            "--no-layerwise", *[a for a in FAST if a != "--quiet"]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    s = load_summary(out)
+    assert s.layerwise == {} and s.settings["layerwise"] is False and "layerwise" not in s.timings
+    assert s.settings["command"].endswith("--no-layerwise")
+    assert "layerwise" not in json.loads((out / "summary.json").read_text())
+    assert sorted(_files(out)) == ["density.png", "hesd.png", "report.html", "summary.json"]
+    assert "Layer-wise (local) Hessians" not in (out / "report.html").read_text(encoding="utf-8")
+    assert not [ln for ln in result.output.splitlines() if ln.strip().startswith("layerwise")]
+    # the same folder takes a report with the table again, and then without it again: no stale figure
+    assert CliRunner().invoke(cli, [a for a in args if a != "--no-layerwise"]).exit_code == 0
+    assert "layerwise.png" in _files(out)
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert "layerwise.png" not in _files(out)
+
+
 def test_version_and_help():
     runner = CliRunner()
     result = runner.invoke(cli, ["--version"])
     assert result.exit_code == 0 and hl.__version__ in result.output
     result = runner.invoke(cli, ["analyze", "--help"])
     for option in ("--out", "--model", "--checkpoint", "--data", "--loss", "--mode", "--steps", "--probes",
-                   "--seed", "--tol", "--quiet"):
+                   "--seed", "--tol", "--layerwise / --no-layerwise", "--quiet"):
         assert option in result.output
+    assert "layerwise.png" in result.output
 
 
 # -- bad values and the report folder: refused before any computation, the old report kept ------------
@@ -466,7 +537,7 @@ def test_a_fault_while_writing_leaves_the_previous_report_whole(fault, tmp_path,
     monkeypatch.undo()
     assert CliRunner().invoke(cli, [*args, "--seed", "5"]).exit_code == 0
     # The new report replaced the old one as a whole: no stale model.pt beside it.
-    assert sorted(_files(out)) == ["density.png", "hesd.png", "report.html", "summary.json"]
+    assert sorted(_files(out)) == ["density.png", "hesd.png", "layerwise.png", "report.html", "summary.json"]
     assert load_summary(out).settings["seed"] == 5
 
 

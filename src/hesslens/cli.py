@@ -14,6 +14,10 @@ the fnmatch-style patterns (the ``params=`` of :class:`hesslens.HessianOperator`
 largest|smallest|both`` are the ``k`` and ``which`` of :func:`hesslens.eigenvalues`; all three are
 recorded in the report's settings, and the report lists the values in the API's order.
 
+``--layerwise/--no-layerwise`` (on by default) adds the layer-wise (local) Hessians: :func:`hesslens.layerwise`
+on the same operator, every block's spectrum and metrics (``layerwise`` in ``summary.json``, ``layerwise.png``
+and a section of the page; see :func:`hesslens.report.analysis.layerwise_options` for its settings).
+
 ``module`` is an importable module name (the current directory is searched first, as with
 ``python -m``) or a path to a ``.py`` file, resolved by :mod:`hesslens.loading`. Errors raised by
 hesslens (bad data, a stochastic loss, a memory budget) are printed as one line and exit with
@@ -131,10 +135,14 @@ def cli() -> None:
 @click.option("--memory-budget", metavar="SIZE", callback=lambda ctx, param, value: _memory_budget(value),
               expose_value=False, help="Memory budget of every computation, e.g. 8G (sets HESSLENS_MEMORY_BUDGET; "
               "default: that variable, else a quarter of physical memory).")
+@click.option("--layerwise/--no-layerwise", "layerwise", default=True, show_default=True,
+              help="Also compute every layer's local Hessian H_ii (hesslens.layerwise on the same operator, "
+              "with --steps, --probes, --seed and --trace-matvecs, lowered where they would cost more than "
+              "half the main analysis's products): a table, layerwise.png and a report section.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the report path.")
 def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str | None,
             mode: str, params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int,
-            seed: int, tol: float, quiet: bool) -> None:
+            seed: int, tol: float, layerwise: bool, quiet: bool) -> None:
     """Measure λ_max, λ_min, the trace and the spectral density of the loss Hessian; write a report.
 
     \b
@@ -142,7 +150,9 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
     With --model M:F --data M:G [--checkpoint FILE]: analyse your model on your data.
     --params PATTERN... restricts the analysis to some parameters; --k and --which
     choose the eigenvalues listed (λ_max and λ_min are always reported).
-    The report folder holds summary.json, density.png, hesd.png and report.html.
+    --no-layerwise skips the per-block (layer-wise) Hessians.
+    The report folder holds summary.json, density.png, hesd.png, layerwise.png
+    (unless --no-layerwise) and report.html.
     """
     if model_spec is None:
         for given, name in ((data_spec, "--data"), (checkpoint, "--checkpoint")):
@@ -161,7 +171,7 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
     try:
         with _friendly_warnings():
             files = _run(out, model_spec, checkpoint, data_spec, loss or "cross_entropy", mode, params, k, which,
-                         steps, probes, trace_matvecs, seed, tol, quiet)
+                         steps, probes, trace_matvecs, seed, tol, quiet, layerwise)
     except HesslensError as exc:
         raise HesslensFailure(exc) from exc
     if quiet:
@@ -192,7 +202,7 @@ def _friendly_warnings():
 
 def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
          params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int, seed: int,
-         tol: float, quiet: bool):
+         tol: float, quiet: bool, layerwise: bool = True):
     started = time.perf_counter()
     import torch
     from torch import nn
@@ -201,10 +211,10 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
     from .report import STEPS, AnalysisSettings, analyze_operator, write_report
 
     settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol,
-                                k=k, which=which)
+                                k=k, which=which, layerwise=layerwise)
     first = "train default model" if model_spec is None else "load model and data"
     progress = False if quiet else None
-    bar = _Steps([first, "build operator", *STEPS, "write report"], enabled=progress)
+    bar = _Steps([first, "build operator", *(STEPS if layerwise else STEPS[:-1]), "write report"], enabled=progress)
     timings: dict[str, float] = {}
     extra: dict[str, Any] = {}
     try:
@@ -260,7 +270,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
         timings["operator"] = time.perf_counter() - t0
 
         command = _command(model_spec, checkpoint, data_spec, loss, mode, params, k, which, steps, probes,
-                           trace_matvecs, seed, tol)
+                           trace_matvecs, seed, tol, layerwise)
         summary = analyze_operator(op, settings, model_info=info, data_info=data_info,
                                    extra_settings={"loss": loss, "params": list(params) or None, "command": command},
                                    timings=timings,
@@ -274,7 +284,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
 
 def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,
              params: tuple[str, ...], k: int, which: str, steps: int, probes: int, trace_matvecs: int, seed: int,
-             tol: float) -> str:
+             tol: float, layerwise: bool = True) -> str:
     """The command line that repeats this analysis (recorded in the summary's settings)."""
     args = ["hesslens", "analyze"]
     if model_spec is not None:
@@ -283,7 +293,8 @@ def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | No
     if params:
         args += ["--params", *params]
     args += ["--k", str(k), "--which", which, "--mode", mode, "--steps", str(steps), "--probes", str(probes),
-             "--trace-matvecs", str(trace_matvecs), "--seed", str(seed), "--tol", repr(tol)]
+             "--trace-matvecs", str(trace_matvecs), "--seed", str(seed), "--tol", repr(tol),
+             "--layerwise" if layerwise else "--no-layerwise"]
     return shlex.join(args)
 
 
@@ -318,11 +329,37 @@ def summary_table(files: Any) -> str:
                         if s.hesd.get("criteria") else ", criteria not applicable")
                      + ("" if s.hesd["applicable"] or not s.hesd.get("criteria") else " (unreliable)"))]
           if s.hesd else []),
+        *_layerwise_line(s.layerwise, row),
         row("engine", str(s.engine.get("name"))),
         row("time", f"{s.timings.get('total', float('nan')):.1f} s"),
         row("report", str(files.report_html)),
     ]
     return "\n".join(lines)
+
+
+def _layerwise_line(entry: dict[str, Any], row: Callable[[str, str], str]) -> list[str]:
+    """One line for the layer-wise table (``entry`` is the summary's ``layerwise``; nothing without one): the
+    blocks, how many exact, the largest block λ_max and where, the smallest λ_min, how many carry warnings."""
+    from .render import fmt
+
+    rows = (entry or {}).get("table") or []
+    if not rows:
+        return []
+
+    def finite(key: str) -> list[dict[str, Any]]:
+        return [r for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+
+    exact = sum(1 for r in rows if r.get("exact"))
+    parts = [f"{len(rows)} block{'s' if len(rows) != 1 else ''} ({exact} exact)"]
+    if top := finite("lambda_max"):
+        r = max(top, key=lambda r: r["lambda_max"])
+        parts.append(f"max lambda_max {fmt(r['lambda_max'], 4)} ({r['block']})")
+    if low := finite("lambda_min"):
+        r = min(low, key=lambda r: r["lambda_min"])
+        parts.append(f"min lambda_min {fmt(r['lambda_min'], 4)} ({r['block']})")
+    warned = sum(1 for r in rows if r.get("warnings"))
+    parts.append(f"{warned} with warnings" if warned else "no warnings")
+    return [row("layerwise", ", ".join(parts))]
 
 
 def _requested_lines(e: dict[str, Any], eig: Callable[[dict[str, Any]], str]) -> list[str]:

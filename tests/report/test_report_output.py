@@ -62,7 +62,7 @@ def test_rewriting_replaces_the_whole_report_stale_files_included(previous):
 def test_an_error_or_ctrl_c_mid_write_leaves_the_previous_report_whole(previous, monkeypatch, fault):
     before = _snapshot(previous)
 
-    def half_written_page(summary, path, png_path=None, hesd_png_path=None):
+    def half_written_page(summary, path, png_path=None, hesd_png_path=None, layerwise_png_path=None):
         Path(path).write_text("<!DOCTYPE html><html><body>trunc")  # a truncated file, then the fault
         raise fault
 
@@ -214,6 +214,25 @@ def test_entries_staged_into_a_shared_folder(tmp_path):
 
 
 def test_report_files_are_the_ones_written():
-    assert set(REPORT_FILES) == {"summary.json", "density.png", "hesd.png", "report.html", "model.pt"}
+    assert set(REPORT_FILES) == {"summary.json", "density.png", "hesd.png", "layerwise.png", "report.html", "model.pt"}
     with pytest.raises(Exception, match="extra files must be among"):
         write_report(make_summary(), "unused", extra={"notes.txt": lambda p: None})
+
+
+def test_a_folder_with_layerwise_png_is_a_report_and_foreign_files_are_still_refused(tmp_path):
+    """layerwise.png is one of a report's files: a folder holding it (a report written with the layer-wise
+    table) is replaced, without it by a --no-layerwise report; anything else beside it is still refused."""
+    out = tmp_path / "r"
+    write_report(make_summary(name="previous"), out)
+    (out / "layerwise.png").write_bytes(b"\x89PNG\r\n\x1a\nold")
+    check_report_folder(out)
+    write_report(make_summary(name="second"), out)
+    assert sorted(_snapshot(out)) == ["density.png", "hesd.png", "report.html", "summary.json"]  # no stale figure
+    (out / "layerwise.png").write_bytes(b"\x89PNG\r\n\x1a\nold")
+    (out / "layerwise.svg").write_text("<svg/>")
+    before = _snapshot(out)
+    with pytest.raises(OutputError, match=r"not part of a hesslens report \(layerwise.svg\)"):
+        check_report_folder(out)
+    with pytest.raises(OutputError, match="layerwise.svg"):
+        write_report(make_summary(), out)
+    assert _snapshot(out) == before

@@ -140,6 +140,14 @@ def test_planted_effects_give_supported_and_reversed_ones_contradicted():
     assert {reversed_[k] for k in chance_like} <= {"contradicted", "inconclusive"}
 
 
+def test_the_design_names_the_features_the_analysis_computes():
+    from hesslens.analysis import layer_features
+    from hesslens.studies.layerwise import design
+
+    assert design.POSITIONS == layer_features.POSITIONS
+    assert design.FEATURES_PER_BLOCK == layer_features.FEATURES_PER_BLOCK
+
+
 def test_design_is_111_runs_of_37_datasets_and_3_regimes_per_seed():
     configs = [config_dict(c) for c in get("layerwise").configs("full")]
     assert len(configs) == 111 and len({c["dataset"] for c in configs}) == 37

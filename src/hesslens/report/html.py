@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page a person reads in a browser.
 
-The figures (the density, and the HESD figure in the "HESD type and criteria" section) are embedded as
-base64 PNGs, so the page can be mailed or moved on its own.
+The figures (the density, the HESD figure in the "HESD type and criteria" section and the per-block
+spectra in the "Layer-wise (local) Hessians" section) are embedded as base64 PNGs, so the page can be
+mailed or moved on its own.
 Every string that comes from the user (model and data names, engine reasons, settings) is escaped;
 tables and the page come from the shared renderer (:mod:`hesslens.render`).
 """
@@ -161,10 +162,69 @@ def _hesd(s: Summary, png: bytes | None = None) -> list[Any]:
     return parts
 
 
+#: The columns of the page's layer-wise table: (heading, the table's column or a function of the row).
+_LAYERWISE_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("Block", "block"), ("Type", "type"), ("n_params", "n_params"), ("λ_max", "lambda_max"),
+    ("λ_min", "lambda_min"),
+    ("trace ± stderr", lambda r: f"{fmt(r.get('trace'), 4)} " + ("(exact)" if r.get("exact")
+                                                                 else f"± {fmt(r.get('trace_stderr'), 2)}")),
+    ("neg_mass", "neg_mass"), ("condition", "condition"), ("effective_rank", "effective_rank"),
+    ("spectral_entropy", "spectral_entropy"), ("Kh", "kh"),
+    ("HESD type", lambda r: f"{r.get('hesd_type')}" + ("" if r.get("hesd_decisive") else " (weak)")),
+    ("Warnings", lambda r: r.get("warnings") or ""),
+)
+
+
+def _layerwise_figure(png: bytes | None) -> Figure:
+    """``layerwise.png``: one log-density panel per block."""
+    caption = ("Each block's local-Hessian density (exact eigenvalues or SLQ), smoothed with a Gaussian and drawn "
+               "on a log scale over an axis symmetric about 0, each block on its own scale [−b_i, b_i] with "
+               f"b_i = {fmt(1 + PAD)} × its largest |eigenvalue| (local Hessians of one model differ by orders "
+               "of magnitude); dashed lines: the block's λ_min (red) and λ_max (green).")
+    return Figure(png if png is not None else "layerwise.png", caption=caption, link="layerwise.png",
+                  alt="Local Hessian spectral density of every block, log scale", embed=png is not None)
+
+
+def _layerwise(s: Summary, png: bytes | None = None) -> list[Any]:
+    """The layer-wise table (``summary.layerwise``, hesslens.layerwise on the same operator) and its figure
+    (``png``, embedded; without it the section links ``layerwise.png``); nothing for a summary without one."""
+    entry = s.layerwise or {}
+    rows = entry.get("table") or []
+    if not rows:
+        return []
+    settings = entry.get("settings") or {}
+    exact = sum(1 for r in rows if r.get("exact"))
+    how = ("every block was formed and diagonalised exactly" if exact == len(rows) else
+           f"{exact} of the {len(rows)} blocks (those of at most {fmt(settings.get('exact_below'))} parameters) "
+           f"{'was' if exact == 1 else 'were'} formed and diagonalised exactly" if exact
+           else "no block was small enough to be formed exactly")
+    if exact < len(rows):
+        how += (f"; the others by SLQ ({fmt(settings.get('steps'))} steps × {fmt(settings.get('probes'))} probes), "
+                f"λ_max and λ_min by Lanczos and the trace by Hutchinson ({fmt(settings.get('trace_matvecs'))} "
+                "probes of the whole model, z_iᵀ(Hz)_i)")
+    intro = ("The local Hessian of block i is H_ii = ∇²_{θ_i} L, the diagonal block of H: the curvature of the loss "
+             "in that block's parameters with every other parameter held fixed (Bolshim & Kugaevskikh 2025). "
+             "A block is a module that owns parameters, its weight and bias together. "
+             f"All blocks share the analysis's operator and its products ({fmt(entry.get('matvecs'))} product "
+             f"columns): {how}. hesslens makes no diagnosis from these numbers (such as under-parameterised or "
+             "overfitting); the warnings are numerical only.")
+    columns = tuple(h for h, _ in _LAYERWISE_COLUMNS)
+    body = [tuple(key(r) if callable(key) else r.get(key) for _, key in _LAYERWISE_COLUMNS) for r in rows]
+    table = Table(body, {"columns": columns, "float_digits": 4, "blank": "—", "row_headers": True, "css_class": "key"})
+    parts: list[Any] = [intro, table, _layerwise_figure(png)]
+    parts += [f"Note: {n}." for n in entry.get("notes", ())]
+    parts.append("Formulas: neg_mass = N/(P + N), condition = max|λ| / min non-negligible |λ|, effective rank "
+                 "exp(−Σ p_i log p_i) with p_i = |λ_i|/Σ|λ_j|, spectral entropy the same entropy / log n_i; Kh and "
+                 "the type as in the HESD section, per block (`hesslens.analysis.metrics`, `hesslens.layerwise`). "
+                 "Every column, with standard errors over probes, is in `summary.json`.")
+    return parts
+
+
 def render_html(summary: Summary, png: bytes | None = None, png_name: str = "density.png",
-                hesd_png: bytes | None = None) -> str:
+                hesd_png: bytes | None = None, layerwise_png: bytes | None = None) -> str:
     """The report page. ``png`` (the density figure's bytes) is embedded; without it the page links ``png_name``.
-    ``hesd_png`` (the HESD figure's bytes) likewise, else the HESD section links ``hesd.png``."""
+    ``hesd_png`` (the HESD figure's bytes) likewise, else the HESD section links ``hesd.png``; and
+    ``layerwise_png`` for the layer-wise section (shown only when the summary has a layer-wise table)."""
     s = summary
     model_name = s.model.get("name", "model")
     title = f"hesslens report: {model_name}"
@@ -202,6 +262,7 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
         *([Section("Requested eigenvalues", requested)] if requested else []),
         Section("Spectral density", [figure]),
         *([Section("HESD type and criteria", hesd)] if (hesd := _hesd(s, hesd_png)) else []),
+        *([Section("Layer-wise (local) Hessians", lw)] if (lw := _layerwise(s, layerwise_png)) else []),
         Section("Product engine", [engine_intro, _key_table(engine_rows, ("Candidate", "Status", "Detail"))]),
         Section("Timings", [_pairs(timings)]),
         Section("Settings", [_pairs(_settings(s))]),
@@ -212,11 +273,12 @@ def render_html(summary: Summary, png: bytes | None = None, png_name: str = "den
 
 
 def write_html(summary: Summary, path: str | Path, png_path: str | Path | None = None,
-               hesd_png_path: str | Path | None = None) -> Path:
-    """Write :func:`render_html` to ``path``, embedding the PNGs at ``png_path`` (the density figure) and
-    ``hesd_png_path`` (the HESD figure) when given."""
+               hesd_png_path: str | Path | None = None, layerwise_png_path: str | Path | None = None) -> Path:
+    """Write :func:`render_html` to ``path``, embedding the PNGs at ``png_path`` (the density figure),
+    ``hesd_png_path`` (the HESD figure) and ``layerwise_png_path`` (the per-block spectra) when given."""
     path = Path(path)
     png = Path(png_path).read_bytes() if png_path is not None else None
     hesd_png = Path(hesd_png_path).read_bytes() if hesd_png_path is not None else None
-    path.write_text(render_html(summary, png, hesd_png=hesd_png), encoding="utf-8")
+    layerwise_png = Path(layerwise_png_path).read_bytes() if layerwise_png_path is not None else None
+    path.write_text(render_html(summary, png, hesd_png=hesd_png, layerwise_png=layerwise_png), encoding="utf-8")
     return path

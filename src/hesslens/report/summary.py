@@ -23,7 +23,12 @@ parameter unit; every time in seconds)::
       "versions": {"hesslens", "torch", "numpy", "python", "platform"},
       "hesd": {"type", "decisive", "balance", "balance_stderr", "scale", "margin", "qs_floor", "qs_relative",
                "reason", "applicable", "criteria": {"re", "kh", "re_stderr", "kh_stderr", "n", "undefined"} | null,
-               "verdict", "warnings", "seconds"}   # hesslens.assess on the density (absent in older files)
+               "verdict", "warnings", "seconds"},  # hesslens.assess on the density (absent in older files)
+      "layerwise": {"table": [{"block", "type", "n_params", "exact", "lambda_max", "lambda_min", "trace",
+                               "trace_stderr", "neg_mass", "condition", …, "hesd_type", "warnings", …}, ...],
+                    "ranges": [[[start, stop], ...], ...],   # each block's slices of θ, in table order
+                    "densities": {block: SpectralDensity.to_dict()},
+                    "settings", "matvecs", "seconds", "engine", "notes"}   # absent in older files
     }
 
 ``residual`` is the Lanczos residual norm ‖H y − θ y‖, a bound on the distance from the Ritz value θ
@@ -33,8 +38,21 @@ to the nearest eigenvalue. ``eigen.values`` lists the requested eigenvalues in t
 present: the end ``which`` leaves out comes from a second ``k=1`` run (listed in ``eigen.runs``).
 ``settings.params`` holds the ``--params`` patterns (``null``: every trainable parameter) and
 ``model.selected_parameters`` the names they selected (only when θ spans part of the model).
-Summaries written before ``k``/``which`` existed lack those keys; readers treat them as k=1, "both". Non-finite numbers (a standard error from one sample) are written as
-``null`` so that the file is strict JSON.
+Summaries written before ``k``/``which`` existed lack those keys; readers treat them as k=1, "both".
+
+``layerwise`` is :func:`hesslens.layerwise` on the analysis's own operator (see
+:func:`hesslens.report.analysis.layerwise_summary`): ``table`` holds one dict per block with every
+column of :attr:`hesslens.Layerwise.table` (:data:`hesslens.analysis.layerwise.COLUMNS`: block name,
+module type, size, whether it was formed exactly, λ_max and λ_min with residuals, trace ± stderr, the
+density metrics with their standard errors, Kh, re, the balance C, the HESD type, the numerical
+warnings joined by "; ", the module classes and parameter names); ``densities`` each block's spectral
+density (exact or SLQ) and ``settings`` the options it ran with, ``notes`` why they differ from the
+analysis's own, if they do. It is absent (``{}`` once loaded) in summaries written before it existed,
+with ``settings.layerwise`` false, and for operators that are not a model's ``HessianOperator``; it is
+not written when empty.
+
+Non-finite numbers (a standard error from one sample, an undefined metric) are written as ``null`` so
+that the file is strict JSON.
 
 A reader must check ``schema``: :func:`load_summary` refuses documents of another kind or of a
 later major version, instead of misreading them.
@@ -87,9 +105,12 @@ class Summary:
     created: str = ""
     schema: str = field(default=SCHEMA)
     hesd: dict[str, Any] = field(default_factory=dict)
+    layerwise: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["layerwise"]:  # optional: written only when the analysis computed the table
+            del d["layerwise"]
         # schema first: the one field a reader needs before anything else
         return _strict({"schema": d.pop("schema"), **d})
 
@@ -110,7 +131,7 @@ class Summary:
         if missing:
             raise InvalidInputError(f"summary is missing field(s) {', '.join(missing)}")
         return cls(**{k: d[k] for k in REQUIRED}, created=str(d.get("created", "")), schema=schema,
-                   hesd=dict(d.get("hesd") or {}))
+                   hesd=dict(d.get("hesd") or {}), layerwise=dict(d.get("layerwise") or {}))
 
     @property
     def spectral_density(self) -> SpectralDensity:

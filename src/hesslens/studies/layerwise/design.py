@@ -29,12 +29,13 @@ REGIMES: dict[str, dict[str, Any]] = {
     "balanced": {"hidden": 32, "n_train": 1000, "epochs": 60, "lr": 1e-3},
     "over": {"hidden": 256, "n_train": 200, "epochs": 400, "lr": 1e-3},
 }
-#: Block positions of the MLP (the Linear layers in order).
+#: The MLP's blocks (its Linear layers, in order) and the per-block spectral features of the final checkpoint
+#: (the record has ``<feature>_<position>``), as :func:`hesslens.analysis.layer_features.block_features`
+#: computes them — written out (a test keeps them equal) so that declaring the study imports no torch.
 POSITIONS = ("in", "hidden", "out")
-#: Per-block spectral features of the final checkpoint (the record has ``<feature>_<position>``).
-SPECTRAL_PER_BLOCK = ("log_lambda_max", "log_trace_per_param", "neg_mass", "effective_rank_fraction",
+FEATURES_PER_BLOCK = ("log_lambda_max", "log_trace_per_param", "neg_mass", "effective_rank_fraction",
                       "spectral_entropy", "log_condition")
-SPECTRAL = tuple(f"{f}_{p}" for p in POSITIONS for f in SPECTRAL_PER_BLOCK)
+SPECTRAL = tuple(f"{f}_{p}" for p in POSITIONS for f in FEATURES_PER_BLOCK)
 #: The cheap baseline: training loss and score, parameters per training sample, weight norms per block.
 CHEAP = ("log_train_loss", "train_score", "log_params_per_sample", *(f"log_weight_norm_{p}" for p in POSITIONS))
 #: What "generalization" is in claim 3: the train − test score gap (accuracy or R²) and the test score.

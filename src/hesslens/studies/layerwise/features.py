@@ -3,10 +3,10 @@
 With the checkpoints' per-block tables (:attr:`hesslens.Tracker.layerwise_history`, blocks in model order:
 ``in``, ``hidden``, ``out``):
 
-* **spectral** (final checkpoint), per position p: ``log_lambda_max_p`` = log10 λ_max(H_pp),
-  ``log_trace_per_param_p`` = log10(|tr H_pp| / n_p), ``neg_mass_p``, ``effective_rank_fraction_p`` =
-  effective rank / n_p, ``spectral_entropy_p`` and ``log_condition_p`` (the metrics of
-  :mod:`hesslens.analysis.metrics`);
+* **spectral** (final checkpoint): :func:`hesslens.analysis.layer_features.block_features` of its table —
+  per position p, ``log_lambda_max_p``, ``log_trace_per_param_p``, ``neg_mass_p``,
+  ``effective_rank_fraction_p``, ``spectral_entropy_p`` and ``log_condition_p`` (the same function the
+  evidence-based flags of :func:`hesslens.layerwise` read, so a learned rule reads the same numbers);
 * **cheap** (the baseline of claim 1): ``log_train_loss``, ``train_score`` (accuracy, or R² = 1 − MSE/Var y
   for regression), ``log_params_per_sample`` = log10(#parameters / #training examples) and
   ``log_weight_norm_p`` = log10 of the Frobenius norm of block p's parameters;
@@ -18,7 +18,7 @@ With the checkpoints' per-block tables (:attr:`hesslens.Tracker.layerwise_histor
   PSD — piecewise linear in each block's parameters, H_ii is the Gauss–Newton block), ``p_erank_falls``
   (the output block's effective-rank fraction is lower at the end than at initialisation).
 
-Logarithms of non-positive values are floored at 1e-30 (so a collapsed block gives −30, not −inf).
+Logarithms are of absolute values, floored at 1e-30 (so a collapsed block gives −30, not −inf).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .design import POSITIONS
+from ...analysis.layer_features import POSITIONS, block_features
+from ...analysis.layer_features import log10 as _log
 
 __all__ = ["SCALAR_COLUMNS", "features"]
 
@@ -37,10 +38,6 @@ SCALAR_COLUMNS = ("checkpoint", "epoch", "block", "type", "n_params", "exact", "
                   "trace_stderr", "neg_mass", "condition", "stable_rank", "effective_rank", "spectral_entropy", "kh",
                   "balance", "hesd_type")
 _FLOOR = 1e-30
-
-
-def _log(x: float) -> float:
-    return math.log10(max(abs(float(x)), _FLOOR)) if math.isfinite(x) else math.nan
 
 
 def _score(model: Any, x: Any, y: Any, classification: bool) -> float:
@@ -70,14 +67,8 @@ def features(config: Any, t: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     checkpoints = sorted(history["checkpoint"].unique())
     tables = [history[history["checkpoint"] == c] for c in checkpoints]
     first, last = _per_block(tables[0]), _per_block(tables[-1])
-    record: dict[str, Any] = {}
-    for pos, row in zip(POSITIONS, last):
-        n = row["n_params"]
-        record.update({f"log_lambda_max_{pos}": _log(row["lambda_max"]),
-                       f"log_trace_per_param_{pos}": _log(row["trace"] / n), f"neg_mass_{pos}": row["neg_mass"],
-                       f"effective_rank_fraction_{pos}": row["effective_rank"] / n,
-                       f"spectral_entropy_{pos}": row["spectral_entropy"], f"log_condition_{pos}": _log(row["condition"]),
-                       f"n_params_{pos}": n})
+    record: dict[str, Any] = {**block_features(tables[-1]),
+                              **{f"n_params_{pos}": row["n_params"] for pos, row in zip(POSITIONS, last)}}
     classification = t.data.info.task == "classification"
     train_score = _score(t.model, t.data.x_train, t.data.y_train, classification)
     test_score = _score(t.model, t.data.x_test, t.data.y_test, classification)

@@ -10,7 +10,11 @@ at equal ``steps`` × ``probes`` per block, computed three ways side by side in 
 
 * **view** — hesslens: ONE ``HessianOperator`` on the model, ``view = hl.blocks(op, "auto")``,
   ``hl.spectral_density(view, steps, probes, seed=0)``: all blocks' recurrences advance together,
-  every step one padded product of K·p columns;
+  every step one block product of K·p columns (``op.block_torch_matmat``): with double backward each
+  block's columns go through a backward pass pruned to the block's parameters; a forward-mode engine
+  (linearize, forward-over-reverse streaming) multiplies zero-padded columns, each a full product,
+  unless a pruned double-backward block engine agreed with double backward and was faster
+  (``op.engine_report.block_engine``, chosen at the view's first call);
 * **loop** — hesslens: per block, ``HessianOperator(model, loss, data, params=<the block's parameter
   names>)`` and ``hl.spectral_density(op_i, steps, probes, seed=0)``;
 * **eigenthings** — hessian-eigenthings 1.0.0a5, per block: its ``HessianOperator`` with its own
@@ -31,7 +35,8 @@ work); then ``repeats`` further calls of the SLQ alone on the kept operators, in
 methods (view, loop, eigenthings, view, …) so that a change of load hits all alike; their median and
 minimum are reported. Every operator is told how many product columns it will multiply
 (``expected_matvecs``): probes · Σ_i min(steps, n_i) for the view, probes · min(steps, n_i) for block i's
-operator. Products are counted as columns: each padded column of the view is one full product.
+operator. Products are counted as columns: one block column of the view is one product (pruned to
+its block, or a full padded product where the block products pad).
 
 Cross-checks (after the timing, not timed):
 
@@ -586,8 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         "Every method computes the SLQ density of every block's local Hessian H_ii with the same steps × probes "
         "per block. First call: set-up (operators, hesslens's engine checks and choice) and the SLQ; repeat: the "
         "SLQ alone on the kept operators. Ratios: the method's time / the view's (✔: at least the issue's "
-        "factor, 3× against the hessian-eigenthings loop, 2× against the hesslens loop). Product columns: each "
-        "padded column of the view is one full Hessian-vector product.", "",
+        "factor, 3× against the hessian-eigenthings loop, 2× against the hesslens loop). Product columns: one "
+        "block column of the view is one product (pruned to its block where the operator's block engine prunes, "
+        "else a full Hessian-vector product of the zero-padded column).", "",
         "## Summary", "", summary_table(results), "",
     ]
     text = "\n".join(header + [model_table(results[m]) + "\n" for m in models])

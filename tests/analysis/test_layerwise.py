@@ -181,7 +181,7 @@ def test_mixed_blocks_and_user_groups():
 
 def test_one_operator_one_product_per_step(monkeypatch):
     """One HessianOperator for the whole model; the exact blocks' identity columns go through it in ONE
-    product; every product column is counted in matvecs."""
+    block product (each block's columns pruned to its own parameters); every column is counted in matvecs."""
     model, data, _ = case("mlp")
     built = []
     original = HessianOperator.__init__
@@ -196,9 +196,10 @@ def test_one_operator_one_product_per_step(monkeypatch):
     op = lw.blocks.operator.source
     assert isinstance(op, HessianOperator) and lw.engine == op.engine and op.matvecs == lw.matvecs
     calls = []
-    monkeypatch.setattr(op, "torch_matmat", lambda v, inner=op.torch_matmat: (calls.append(v.shape[1]), inner(v))[1])
+    monkeypatch.setattr(op, "block_torch_matmat", lambda groups, vs, inner=op.block_torch_matmat:
+                        (calls.append([v.shape[1] for v in vs]), inner(groups, vs))[1])
     exact_only = hl.layerwise(op)
-    assert len(built) == 1 and calls == [51] and exact_only.matvecs == 51  # 30 + 21 identity columns, one product
+    assert len(built) == 1 and calls == [[30, 21]] and exact_only.matvecs == 51  # 30 + 21 identity columns, one call
 
 
 def test_inputs_an_operator_or_a_view_give_the_same_table():

@@ -8,7 +8,15 @@ eigenvalues, trace and the metrics of :mod:`hesslens.analysis.metrics`, in one t
 
 **One operator.** The model's :class:`~hesslens.HessianOperator` is built once (one set of checks, one
 engine choice); the blocks are a :class:`~hesslens.operators.blocks.BlockView` of it, so every step of
-every algorithm multiplies all blocks still running in ONE padded product (one pass over the data):
+every algorithm multiplies all blocks still running in ONE block product
+(:meth:`~hesslens.HessianOperator.block_torch_matmat`). With double backward each block's product is
+a backward pass of the operator's kept gradient graph (one per batch) pruned to the block's
+parameters — the work of an operator over that block alone, without building K operators; streaming
+double backward builds one graph per batch and call, shared by all blocks. With a forward-mode engine
+(linearize, forward-over-reverse streaming) the operator multiplies the zero-padded columns (each a
+full product), or uses a pruned double-backward block engine where that agrees with double backward
+on the first batch and is faster (``engine_report.block_engine``). Either way one block column counts
+as one product column.
 
 * blocks of at most ``exact_below`` coordinates (default :data:`DEFAULT_EXACT_BELOW` = 2048; a block of
   one coordinate always) are formed densely and diagonalised (:func:`~hesslens.exact_spectrum` on the
@@ -93,9 +101,10 @@ class Layerwise:
     """The result of :func:`layerwise`: ``table`` (a pandas DataFrame, one row per block; columns
     :data:`COLUMNS`, described in the module docstring), ``densities`` (block name →
     :class:`~hesslens.SpectralDensity`: exact for formed blocks, SLQ otherwise), ``blocks`` (the
-    :class:`~hesslens.BlockView`), ``matvecs`` (product columns of the whole computation, every padded
-    or full-length column one product), ``seconds`` (wall time, the operator's construction included),
-    ``engine`` (the operator's product engine, None for a view over another operator) and ``settings``.
+    :class:`~hesslens.BlockView`), ``matvecs`` (product columns of the whole computation, every block
+    column — pruned or zero-padded — and every full-length column one product), ``seconds`` (wall
+    time, the operator's construction included), ``engine`` (the operator's product engine, None for
+    a view over another operator) and ``settings``.
     """
 
     table: "pd.DataFrame"

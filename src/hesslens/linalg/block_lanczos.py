@@ -3,8 +3,11 @@
 The Lanczos recurrences of :mod:`hesslens.linalg.lanczos` and the restarted solver of
 :mod:`hesslens.linalg.eigen`, written as generators that yield each block to multiply, run here one
 per block, driven by :func:`~hesslens.linalg.blocks.advance_together` so that every iteration is one
-padded product of all blocks still running. See :mod:`hesslens.linalg.blocks` for how each block's
-random start vectors are drawn and why they do not depend on the other blocks.
+block product (:meth:`~hesslens.operators.blocks.BlockView.matmat`) of all blocks still running:
+over a :class:`~hesslens.HessianOperator` each block's product pruned to its parameters where the
+operator's block engine can (double backward), else one product of the zero-padded columns. See
+:mod:`hesslens.linalg.blocks` for how each block's random start vectors are drawn and why they do
+not depend on the other blocks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..errors import InvalidInputError
 from ..operators.blocks import BlockView
 from ..progress import product_bar
 from . import checks
-from .blocks import _PADDED, BlockResults, _column_room, advance_together, checked_view
+from .blocks import _PADDED, BlockResults, _column_room, _product_rows, advance_together, checked_view
 from .density import SpectralDensity, _quadrature
 from .eigen import restart_plan, restarted_lanczos
 from .lanczos import lanczos_recurrences
@@ -35,21 +38,25 @@ def block_spectral_density(view: BlockView, steps: int, probes: int, seed: int, 
                            max_bytes: int | str | None = None, progress: bool | None = None) -> BlockResults:
     """Per-block SLQ (see :func:`hesslens.spectral_density`; arguments checked by it).
 
-    All blocks' recurrences advance together: each step is one product of the padded vectors of
-    every recurrence still running (K·p columns for a group of p probes). A block of n_i < steps
-    coordinates stops after n_i steps (its Krylov space is then exhausted), its rows padded with
-    weight-0 nodes to ``steps`` as for a single operator. Memory per probe: each block's
-    (min(steps, n_i) + 3)·n_i Lanczos numbers and two padded n-vectors per block; probes run in
-    groups that fit the budget next to the n·probes bytes of signs.
+    All blocks' recurrences advance together: each step is one block product
+    (:meth:`~hesslens.operators.blocks.BlockView.matmat`) of the vectors of every recurrence still
+    running (K·p block columns for a group of p probes, each one product: pruned to its block where
+    the operator's block products are pruned, zero-padded otherwise). A block of n_i < steps coordinates
+    stops after n_i steps (its Krylov space is then exhausted), its rows padded with weight-0 nodes
+    to ``steps`` as for a single operator. Memory per probe: each block's (min(steps, n_i) + 3)·n_i
+    Lanczos numbers and, per block, two vectors of the product (n long where it pads, the rows of the
+    block's parameters where it is pruned); probes run in groups that fit the budget next to the
+    n·probes bytes of signs.
     """
     view = checked_view(view)
     t0, n, sizes = time.perf_counter(), view.n, view.sizes
     lengths = [min(steps, s) for s in sizes]
     signs_bytes = memory.estimate(n, probes, itemsize=1)
-    per_probe = memory.estimate(sum((m + 3) * s for m, s in zip(lengths, sizes)) + _PADDED // 8 * len(view) * n)
+    in_flight = _PADDED // 8 * sum(_product_rows(view))  # per probe, one column per block: n long each where it pads
+    per_probe = memory.estimate(sum((m + 3) * s for m, s in zip(lengths, sizes)) + in_flight)
     batch = memory.items_that_fit(per_probe, probe_batch or probes, signs_bytes, max_bytes, advice="lower steps, or "
                                   "use fewer blocks at once (view.subset)", what=f"per-block SLQ of {len(view)} blocks "
-                                  f"with {steps} steps (one probe's Lanczos bases, padded products and the signs)")
+                                  f"with {steps} steps (one probe's Lanczos bases, block products and the signs)")
     signs = rademacher_signs(n, probes, generator(seed))  # the whole operator's probes, drawn once
     nodes = [np.zeros((probes, steps)) for _ in sizes]
     weights = [np.zeros((probes, steps)) for _ in sizes]
@@ -91,7 +98,8 @@ def block_eigenvalues(view: BlockView, k: int, which: str, *, tol: float, max_ma
 
     Every block runs its own thick-restarted block Lanczos (its own basis, restarts, convergence
     test against its own ‖H_ii‖ and its own ``max_matvecs`` cap); at each iteration the blocks of
-    all solvers still running are multiplied in one shared padded product. A block small enough for
+    all solvers still running are multiplied in one shared block product
+    (:meth:`~hesslens.operators.blocks.BlockView.matmat`). A block small enough for
     the dense path (n_i ≤ ncv + b) contributes its identity columns to the first product and is
     diagonalised. ``v0`` is None or a mapping block name → (n_i,) or (n_i, j) warm start.
     """
@@ -111,7 +119,7 @@ def block_eigenvalues(view: BlockView, k: int, which: str, *, tol: float, max_ma
     first = sum(s if p.dense(s) else b for p, s in zip(plans, sizes))
     fixed = sum(p.peak_bytes(s) for p, s in zip(plans, sizes)) + (memory.estimate(n, b) if lanczos_blocks else 0)
     room = _column_room(view, fixed, first, max_bytes, f"eigenvalues(k={k}, which={which!r}) of {len(view)} blocks "
-                        "(their bases or dense matrices and one padded product column)", "lower k, ncv or block_size, "
+                        "(their bases or dense matrices and one product column)", "lower k, ncv or block_size, "
                         "or use fewer blocks at once (view.subset)")
     gen = generator(seed)
     full_start = gaussian(n, b, gen) if lanczos_blocks else None  # as eigenvalues(op, seed=) draws it

@@ -4,8 +4,16 @@
 :func:`~hesslens.exact_spectrum` accept a :class:`~hesslens.operators.blocks.BlockView` where they
 accept an operator and dispatch here; each returns a :class:`BlockResults`, block name → the usual
 result. The blocks' computations are independent, but their products are shared: at every step
-the vectors of all blocks still running go through ONE padded product (:meth:`BlockView.matmat`),
-split into several calls only where the memory budget demands it (which changes no result).
+the vectors of all blocks still running go through ONE call of :meth:`BlockView.matmat`, split into
+several calls only where the memory budget demands it (which changes no result). Over a
+:class:`~hesslens.HessianOperator` that call is the operator's block product
+(:mod:`hesslens.operators.block_products`): with double backward each block's product is a
+backward pass pruned to the block's own parameters, from the one operator's gradient graph (kept,
+or built once per batch and shared by all blocks when streaming); an operator with a forward-mode
+engine (linearize, forward-over-reverse streaming) multiplies the zero-padded columns unless a pruned
+double-backward block engine proved itself and faster (``op.engine_report.block_engine``). Over
+dense tensors and SciPy operators it is one product of the zero-padded columns. Either way one
+block column is one product column in ``matvecs``.
 
 What each block's randomness is, so that a block's result depends only on the seed and its own
 index ranges — never on which other blocks are in the view:
@@ -42,8 +50,27 @@ from .trace import _PER_COLUMN, TraceResult
 
 #: Largest block exact_spectrum() forms densely by default (a 4096×4096 float64 matrix is 128 MiB).
 DEFAULT_MAX_BLOCK = 4096
-#: Bytes of one padded product column in flight: the padded input and the product, float64.
+#: Bytes per coordinate of one product column in flight: its input and the product, float64.
 _PADDED = 2 * 8
+
+
+def _product_rows(view: BlockView) -> tuple[int, ...]:
+    """Per block, the length of the columns that :meth:`BlockView.matmat` holds for it: n where the
+    product pads (dense and SciPy operators; a HessianOperator whose block products are, or may yet
+    be, the padded product of a forward-mode engine), the rows m_i ≥ n_i of the parameters the block
+    touches where they are pruned (the operator's engine prunes, or the pruned block engine has been
+    chosen). The operator's own per-call buffers (at most ``max_columns`` columns of its engine's
+    tangents and products at a time, a second gradient graph for a pruned block engine) are bounded
+    by the operator against its own budget, as for its plain products."""
+    plan = view._plan
+    if plan is not None:
+        source, blocks = plan
+        engine = getattr(source, "_block_engine", None)
+        if engine is None:
+            engine = getattr(source, "_engine", None)
+        if getattr(engine, "pruned_blocks", False):
+            return tuple(blocks.rows)
+    return (view.n,) * len(view)
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +78,9 @@ class BlockResults(Mapping):
     """One result per block, in the view's order: ``results["fc1"]``, ``for name in results``,
     ``results.items()``. Keys are block names only (a Sequential's blocks are named "0", "2", …).
 
-    ``matvecs`` counts the operator's product columns in all (each padded or full-length column is
-    one product); each block's own result counts the columns that served it. ``seconds`` is the
+    ``matvecs`` counts the operator's product columns in all (each block column — pruned to the
+    block or zero-padded, see :meth:`BlockView.matmat` — and each full-length column is one
+    product); each block's own result counts the columns that served it. ``seconds`` is the
     wall time of the whole call.
     """
 
@@ -88,8 +116,8 @@ def checked_view(view: BlockView) -> BlockView:
 
 
 def products(view: BlockView, vs: list[torch.Tensor | None], max_columns: int) -> list[torch.Tensor | None]:
-    """:meth:`BlockView.matmat` in calls of at most ``max_columns`` padded columns (a block's columns
-    may be split between calls); one call when everything fits."""
+    """:meth:`BlockView.matmat` in calls of at most ``max_columns`` block columns in all (a block's
+    columns may be split between calls); one call when everything fits."""
     cols = [0 if v is None else v.shape[1] for v in vs]
     if sum(cols) <= max_columns:
         return view.matmat(vs)
@@ -136,9 +164,15 @@ def advance_together(view: BlockView, solvers: dict[int, Generator], max_columns
     return results
 
 
-def _column_room(view: BlockView, fixed: int, wanted: int, max_bytes: int | str | None, what: str, advice: str) -> int:
-    """How many padded product columns fit next to ``fixed`` bytes (at most ``wanted``, at least one)."""
-    return memory.items_that_fit(_PER_COLUMN * memory.estimate(view.n), max(1, wanted), fixed, max_bytes,
+def _column_room(view: BlockView, fixed: int, wanted: int, max_bytes: int | str | None, what: str, advice: str, *,
+                 full: bool = False, drawn: int = 0) -> int:
+    """How many product columns fit next to ``fixed`` bytes (at most ``wanted``, at least one), each
+    :data:`~hesslens.linalg.trace._PER_COLUMN` vectors as long as the longest column the product holds
+    (:func:`_product_rows`: n where it pads, the longest block's m_i where it is pruned; n for
+    ``full``-length products, :meth:`BlockView.full_matmat`), plus ``drawn`` bytes per column that
+    the caller holds beside it."""
+    length = view.n if full else max(_product_rows(view))
+    return memory.items_that_fit(_PER_COLUMN * memory.estimate(length) + drawn, max(1, wanted), fixed, max_bytes,
                                  what=what, advice=advice)
 
 
@@ -154,7 +188,8 @@ def block_trace(view: BlockView, num_matvecs: int, method: str, seed: int, *, ma
     for j ≠ i; the cross-block terms add variance (Σ_{j≠i} 2‖H_ij‖_F² per probe), included in the
     standard error. ``num_matvecs`` products in all, shared by every block.
 
-    ``"hutch++"``: per block, Hutch++ on H_ii itself through padded block products: a sketch
+    ``"hutch++"``: per block, Hutch++ on H_ii itself through block products (:meth:`BlockView.matmat`:
+    pruned to each block over a HessianOperator whose engine can, zero-padded otherwise): a sketch
     Q_i = orth(H_ii S_i) of s_i = min(m/3, n_i) columns, tr(Q_iᵀ H_ii Q_i) exactly, and m − 2·(m/3)
     deflated probes (m = ``num_matvecs``); all blocks batched in each of the three phases. Each
     block costs 2 s_i + m − 2·(m/3) ≤ m product columns (fewer only for blocks smaller than m/3,
@@ -171,9 +206,13 @@ def block_trace(view: BlockView, num_matvecs: int, method: str, seed: int, *, ma
                      f"the per-block Hutch++ sketches (the {n}×{s_all} draw, H_ii·S_i and their bases)", max_bytes,
                      advice="lower num_matvecs or use method='hutchinson'")
     fixed = 2 * memory.estimate(sum(si * ni for si, ni in zip(s, sizes))) + memory.estimate(n, count, itemsize=1)
+    # Hutch++: block columns, each block's probes its rows of a full-length draw (n/K of it per column
+    # where columns are shorter than n); Hutchinson: full-length columns through the whole operator.
+    pruned = max(_product_rows(view)) < n
     room = _column_room(view, fixed, max(count, len(view) * s_all), max_bytes,
                         f"per-block trace with {num_matvecs} products (the sketches, the probes' signs and one "
-                        "product column)", "lower num_matvecs")
+                        "product column)", "lower num_matvecs", full=not s_all,
+                        drawn=memory.estimate(-(-n // len(view))) if s_all and pruned else 0)
     per_block = [2 * si + count for si in s] if s_all else [num_matvecs] * len(view)
     total = sum(per_block) if s_all else num_matvecs
     with product_bar(total=total, desc=f"trace ({method}, {len(view)} blocks)", enabled=progress) as bar:
@@ -187,7 +226,7 @@ def block_trace(view: BlockView, num_matvecs: int, method: str, seed: int, *, ma
             bar.update(sum(s))
         signs = rademacher_signs(n, count, gen)
         forms: list[list[torch.Tensor]] = [[] for _ in sizes]
-        group = max(1, room // len(view)) if s_all else room  # probes per pass: K·group padded or group full columns
+        group = max(1, room // len(view)) if s_all else room  # probes per pass: K·group block or group full columns
         for start in range(0, count, group):
             stop = min(count, start + group)
             z = rademacher_columns(signs[:, start:stop])
@@ -215,9 +254,10 @@ def block_trace(view: BlockView, num_matvecs: int, method: str, seed: int, *, ma
 # -- exact spectra --------------------------------------------------------------------------------
 
 
-def _exact_peak(sizes: tuple[int, ...], n: int, columns: int) -> int:
+def _exact_peak(sizes: tuple[int, ...], rows: tuple[int, ...], columns: int) -> int:
     """Peak bytes of :func:`block_exact_spectrum` with ``columns`` identity columns per product:
-    the padded product, the dense blocks being filled, and one working copy for eigvalsh."""
+    the product (block i's columns ``rows[i]`` long, :func:`_product_rows`), the dense blocks being
+    filled, and one working copy for eigvalsh."""
     peak, c0, bounds = 0, 0, []
     for size in sizes:
         bounds.append((c0, c0 + size))
@@ -226,7 +266,9 @@ def _exact_peak(sizes: tuple[int, ...], n: int, columns: int) -> int:
         stop = min(c0, start + columns)
         alive = [s for s, (a, b) in zip(sizes, bounds) if a < stop and b > start]
         finishing = [s for s, (a, b) in zip(sizes, bounds) if start < b <= stop]
-        peak = max(peak, memory.estimate(n, stop - start) * _PADDED // 8
+        product = sum(memory.estimate(r, min(b, stop) - max(a, start)) for r, (a, b) in zip(rows, bounds)
+                      if a < stop and b > start)
+        peak = max(peak, product * _PADDED // 8
                    + sum(memory.estimate(s, s) for s in alive) + max(memory.estimate(s, s) for s in finishing or [0]))
     return peak
 
@@ -236,17 +278,19 @@ def block_exact_spectrum(view: BlockView, *, max_block: int | None = None, max_b
     """Every eigenvalue of every block H_ii, ascending (see :func:`hesslens.exact_spectrum`).
 
     Each block is assembled densely from products with its identity columns — the columns of all
-    blocks batched, as many per padded product as the memory budget allows — symmetrised and
-    diagonalised with ``torch.linalg.eigvalsh`` as soon as its last column is in (n_i products per
-    block, n in all for a covering view). Blocks larger than ``max_block`` (default
+    blocks batched, as many per block product (:meth:`BlockView.matmat`) as the memory budget
+    allows — symmetrised and diagonalised with ``torch.linalg.eigvalsh`` as soon as its last column
+    is in (n_i products per block, n in all for a covering view). Blocks larger than ``max_block`` (default
     :data:`DEFAULT_MAX_BLOCK` = 4096 coordinates) are refused, naming them, before any product: use
     ``view.subset(...)`` for the small blocks and :func:`~hesslens.spectral_density` or
-    :func:`~hesslens.eigenvalues` for the others. The peak memory (the padded product, the blocks
-    being filled, one working copy) is checked against the budget first.
+    :func:`~hesslens.eigenvalues` for the others. The peak memory (the product — zero-padded
+    n-length columns, or each block's columns at its own length where the operator's block products
+    are pruned —, the blocks being filled, one working copy) is checked against the budget first.
     """
     limit = DEFAULT_MAX_BLOCK if max_block is None else checks.integer("max_block", max_block, 1)
     view = checked_view(view)
-    t0, n, sizes, count0 = time.perf_counter(), view.n, view.sizes, view.matvecs
+    t0, sizes, count0 = time.perf_counter(), view.sizes, view.matvecs
+    rows = _product_rows(view)
     large = [f"{name!r} ({size})" for name, size in zip(view.names, sizes) if size > limit]
     if large:
         raise InvalidInputError(f"exact_spectrum forms blocks of at most max_block={limit} coordinates densely; "
@@ -255,10 +299,10 @@ def block_exact_spectrum(view: BlockView, *, max_block: int | None = None, max_b
                                 "raise max_block")
     columns = sum(sizes)
     budget = memory.budget(max_bytes)
-    while columns > 1 and _exact_peak(sizes, n, columns) > budget:
+    while columns > 1 and _exact_peak(sizes, rows, columns) > budget:
         columns = (columns + 1) // 2
-    memory.check(_exact_peak(sizes, n, columns), f"the dense blocks of {len(view)} local Hessians (largest "
-                 f"{max(sizes)}×{max(sizes)} float64, with a working copy) and a padded product column", max_bytes,
+    memory.check(_exact_peak(sizes, rows, columns), f"the dense blocks of {len(view)} local Hessians (largest "
+                 f"{max(sizes)}×{max(sizes)} float64, with a working copy) and a product column", max_bytes,
                  advice="lower max_block or use fewer blocks at once (view.subset)")
     dense: list[torch.Tensor | None] = [None] * len(view)
     spectra: list[np.ndarray | None] = [None] * len(view)
@@ -280,7 +324,8 @@ def block_exact_spectrum(view: BlockView, *, max_block: int | None = None, max_b
 
 
 def _assemble(view: BlockView, vs: list, dense: list, spectra: list, filled: list) -> None:
-    """One padded product of the queued identity columns; finished blocks are diagonalised and freed."""
+    """One product (:meth:`BlockView.matmat`) of the queued identity columns; finished blocks are
+    diagonalised and freed."""
     for i, out in enumerate(view.matmat(vs)):
         if out is None:
             continue

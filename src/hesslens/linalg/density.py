@@ -212,8 +212,10 @@ def spectral_density(
 
     For a :class:`~hesslens.operators.blocks.BlockView` it returns a
     :class:`~hesslens.linalg.blocks.BlockResults` of one density per block, every block's
-    recurrences advancing together through shared padded products, each block's probes the rows
-    of this operator's probes (see :func:`~hesslens.linalg.block_lanczos.block_spectral_density`).
+    recurrences advancing together through shared block products (over a
+    :class:`~hesslens.HessianOperator` each block's product pruned to its parameters where the
+    engine can, else one product of the zero-padded columns), each block's probes the rows of this
+    operator's probes (see :func:`~hesslens.linalg.block_lanczos.block_spectral_density`).
 
     >>> import torch, hesslens as hl
     >>> A = torch.diag(torch.tensor([-1.0, 2.0, 3.0], dtype=torch.float64))

@@ -72,7 +72,8 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
     For a :class:`~hesslens.operators.blocks.BlockView` it returns a
     :class:`~hesslens.linalg.blocks.BlockResults` of per-block traces tr(H_ii): Hutchinson from one
     pass of full-length probes through the whole operator (z_iᵀ(Hz)_i, ``num_matvecs`` products in
-    all), Hutch++ through each block's own padded products (see
+    all), Hutch++ through each block's own products with H_ii (pruned to the block over a
+    :class:`~hesslens.HessianOperator` whose engine can, zero-padded otherwise; see
     :func:`~hesslens.linalg.blocks.block_trace`).
 
     >>> import torch, hesslens as hl

@@ -6,16 +6,26 @@ submatrix H_ii = H[I_i, I_i]: the Hessian of the loss in the block's parameters 
 parameter held fixed (Bolshim & Kugaevskikh 2025; see ``docs``' science notes, §3).
 
 A :class:`BlockView` is a view, not K operators: the operator is built once (one set of checks,
-one engine, one pass over the data) and a product for all K blocks is *one* batched product.
-Given per-block matrices V_i of shape (n_i, c_i), :meth:`BlockView.matmat` forms the single
-(n, Σ c_i) matrix whose columns for block i hold V_i at the block's rows and zeros elsewhere,
-multiplies it once with the operator, and keeps for block i the rows I_i of its own columns:
+one engine, one pass over the data) and a product for all K blocks is *one* call. Given per-block
+matrices V_i of shape (n_i, c_i), :meth:`BlockView.matmat` returns H_ii V_i for every block:
 
-    (H [pad(V_1) … pad(V_K)])[I_i, cols_i] = H_ii V_i.
+* over a :class:`~hesslens.HessianOperator`, by its block product
+  (:meth:`~hesslens.HessianOperator.block_torch_matmat`, :mod:`hesslens.operators.block_products`):
+  with double backward each block's backward pass is pruned to the block's own parameters — the
+  work of an operator over that block alone, from the one operator's gradient graph (an operator
+  whose engine cannot prune, linearize or forward-over-reverse streaming, gets a pruned
+  double-backward engine for its block products where that proves itself and is faster, recorded
+  in its ``engine_report``; otherwise it multiplies padded columns);
+* over anything else (dense matrices, SciPy operators), and as the fallback, by ONE product of the
+  (n, Σ c_i) matrix whose columns for block i hold V_i at the block's rows and zeros elsewhere,
+  keeping for block i the rows I_i of its own columns:
 
-Every padded column is a full product with H, so a call costs Σ c_i product columns (counted in
-:attr:`BlockView.matvecs`). The algorithms of :mod:`hesslens.linalg` accept a view where they
-accept an operator and return one result per block (:mod:`hesslens.linalg.blocks`).
+      (H [pad(V_1) … pad(V_K)])[I_i, cols_i] = H_ii V_i.
+
+Either way a call counts Σ c_i product columns in :attr:`BlockView.matvecs`: one block column is
+one product (a pruned one where the operator prunes, a full padded one otherwise). The algorithms
+of :mod:`hesslens.linalg` accept a view where they accept an operator and return one result per
+block (:mod:`hesslens.linalg.blocks`).
 
 A block's coordinates are its indices in ascending order. Blocks need not cover the operator (a
 :meth:`BlockView.subset` keeps some of them), but they never overlap.
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -32,6 +43,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from .base import SymmetricOperator, as_operator
+from .block_products import BlockPlan, block_product_source, pad_local, plan, restrict_local
 from .groups import ROOT, Group, _shown, resolve_groups  # ROOT: the root module's block name, re-exported
 
 Ranges = tuple[tuple[int, int], ...]
@@ -135,7 +147,8 @@ class BlockView:
 
     @property
     def matvecs(self) -> int:
-        """Product columns multiplied through this view so far (every padded column is one product)."""
+        """Product columns multiplied through this view so far (one block column is one product,
+        pruned to the block where the operator offers block products, a full padded one otherwise)."""
         return self._counter.value
 
     def __len__(self) -> int:
@@ -185,12 +198,35 @@ class BlockView:
         return big
 
     def matmat(self, vs: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """H_ii V_i for every block at once, by ONE product of the zero-padded columns.
+        """H_ii V_i for every block at once, in ONE call of the operator.
 
         ``vs`` has one entry per block: an (n_i, c_i) tensor, or None for a block with nothing to
-        multiply. Returns the (n_i, c_i) float64 products (None where None was given). Counts Σ c_i
-        product columns in :attr:`matvecs`.
+        multiply. Returns the (n_i, c_i) float64 products (None where None was given). Over a
+        :class:`~hesslens.HessianOperator` the operator's block product (pruned to each block's
+        parameters where its engine can), otherwise one product of the zero-padded columns
+        (:meth:`padded_matmat`): the same numbers to round-off. Counts Σ c_i product columns in
+        :attr:`matvecs`.
         """
+        cols = self._columns(vs)
+        total = sum(cols)
+        if total == 0:
+            return [None if v is None else torch.zeros(s, 0, dtype=torch.float64) for v, s in zip(vs, self.sizes)]
+        if self._plan is None:
+            return self.padded_matmat(vs)
+        source, blocks = self._plan
+        live = [i for i, c in enumerate(cols) if c]
+        hv = source.block_torch_matmat([blocks.groups[i] for i in live],
+                                       [pad_local(vs[i].to(torch.float64), blocks.local[i], blocks.rows[i]) for i in live])
+        self._counter.value += total
+        out: list[torch.Tensor | None] = [None if v is None else torch.zeros(s, 0, dtype=torch.float64)
+                                          for v, s in zip(vs, self.sizes)]
+        for i, h in zip(live, hv):
+            out[i] = restrict_local(h, blocks.local[i])
+        return out
+
+    def padded_matmat(self, vs: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """:meth:`matmat` by ONE product of the zero-padded columns with the whole operator (every
+        padded column a full product, of which each block keeps its own rows); any operator."""
         cols = self._columns(vs)
         total = sum(cols)
         if total == 0:
@@ -208,6 +244,14 @@ class BlockView:
             c0 += c
         return out
 
+    @cached_property
+    def _plan(self) -> tuple[Any, BlockPlan] | None:
+        """(operator, its parameter groups per block) where the operator multiplies blocks itself."""
+        source = block_product_source(self.operator)
+        if source is None:
+            return None
+        return source, plan(self.ranges, list(source.blocks.values()))
+
     def full_matmat(self, v: torch.Tensor) -> torch.Tensor:
         """H V for full-length (n, c) columns (products with the whole operator, not its blocks),
         counted in :attr:`matvecs`; the per-block Hutchinson trace reads z_iᵀ(Hz)_i from these."""
@@ -217,7 +261,7 @@ class BlockView:
 
     def block(self, block: str | int) -> SymmetricOperator:
         """H_ii alone as a :class:`~hesslens.operators.base.SymmetricOperator` of dimension n_i (each
-        product is a padded product with the whole operator)."""
+        product is a :meth:`matmat` of this block alone)."""
         i = self.index(block)
         count = len(self)
 

@@ -123,6 +123,11 @@ class EngineReport:
     columns: int
     checks: tuple[EngineCheck, ...] = ()
     build_seconds: dict[str, float] = field(default_factory=dict)
+    #: The engine of block products (:mod:`hesslens.operators.block_products`), chosen at the first
+    #: one: "" until then; its reason and candidates' checks (against double backward, first batch).
+    block_engine: str = ""
+    block_reason: str = ""
+    block_checks: tuple[EngineCheck, ...] = ()
 
     @property
     def timings(self) -> dict[str, float]:
@@ -136,11 +141,16 @@ class EngineReport:
         return tuple(c for c in self.checks if c.status in ("refused", "unavailable"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "reason": self.reason, "tolerance": self.tolerance, "columns": self.columns,
-                "build_seconds": dict(self.build_seconds),
-                "checks": [{"label": c.label, "status": c.status, "reason": c.reason,
-                            "seconds_per_column": c.seconds_per_column, "relative_error": c.relative_error}
-                           for c in self.checks]}
+        def rows(checks: Sequence[EngineCheck]) -> list[dict[str, Any]]:
+            return [{"label": c.label, "status": c.status, "reason": c.reason,
+                     "seconds_per_column": c.seconds_per_column, "relative_error": c.relative_error} for c in checks]
+
+        out = {"engine": self.engine, "reason": self.reason, "tolerance": self.tolerance, "columns": self.columns,
+               "build_seconds": dict(self.build_seconds), "checks": rows(self.checks)}
+        if self.block_engine:
+            out["block_products"] = {"engine": self.block_engine, "reason": self.block_reason,
+                                     "checks": rows(self.block_checks)}
+        return out
 
 
 def _relative_error(out: Params, ref: Params) -> float:

@@ -21,6 +21,11 @@ between products:
 Columns are pushed through either with ``vmap`` or one at a time. Which of the four cached
 variants is fastest depends on the model (vmap of a convolution is slow on CPU, of a matmul it is
 fast); :mod:`hesslens.operators.choice` checks each against double backward and times them.
+
+Block products (:meth:`Engine.block_hvp`): for K groups of parameter tensors, the K
+diagonal blocks H_ii V_i at once. The reverse-mode engines prune each block's backward pass to the
+block's parameters (what an operator over that block alone would do, from the one kept graph); the
+forward-mode ones compute every output of a JVP anyway and multiply the zero-padded tangents.
 """
 
 from __future__ import annotations
@@ -86,6 +91,31 @@ class Engine:
     def hvp(self, tangents: Params) -> Params:
         raise NotImplementedError
 
+    #: Whether :meth:`block_hvp` multiplies block by block (its memory is that of one block's
+    #: columns at a time) rather than in one padded product of all blocks' columns.
+    pruned_blocks: bool = False
+
+    def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
+        """H_ii V_i for every block i: ``groups[i]`` the indices of block i's parameter tensors
+        (ascending; two blocks may share one), ``tangents[i]`` its tangents, one per index, with a
+        leading column dimension c_i. Returns one tuple of products per block, like its tangents.
+
+        This default (right for every engine) zero-pads the tangents to every parameter, multiplies
+        all blocks' columns in ONE product and keeps each block's own rows and columns.
+        """
+        cols = [t[0].shape[0] for t in tangents]
+        where = [dict(zip(group, tangent)) for group, tangent in zip(groups, tangents)]
+        padded = []
+        for j, p in enumerate(self.params):
+            parts = [w[j] if j in w else p.new_zeros(c, *p.shape) for w, c in zip(where, cols)]
+            padded.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+        full = self.hvp(tuple(padded))
+        out, c0 = [], 0
+        for group, c in zip(groups, cols):
+            out.append(tuple(full[j][c0:c0 + c] for j in group))
+            c0 += c
+        return out
+
 
 class LinearizeEngine(Engine):
     name = "linearize"
@@ -119,6 +149,23 @@ def _reverse_over_reverse(grads: Params, leaves: list[torch.Tensor], tangents: P
     return product(tangents) if use_vmap else _apply_columns(product, tangents, False)
 
 
+def _block_reverse_over_reverse(grads: Params, leaves: list[torch.Tensor], groups: Sequence[Sequence[int]],
+                                tangents: Sequence[Params], use_vmap: bool) -> list[Params]:
+    """H_ii V_i per block from a kept gradient graph: each block's backward pass runs from its own
+    gradients to its own leaves only (autograd skips what does not lead to them), as the product of
+    an operator over that block alone does."""
+    out = []
+    for group, tangent in zip(groups, tangents):
+        out.append(_reverse_over_reverse(tuple(grads[j] for j in group), [leaves[j] for j in group], tangent, use_vmap))
+    return out
+
+
+def _accumulate_blocks(total: list[list[torch.Tensor]] | None, parts: list[Params], weight: float) -> list[list[torch.Tensor]]:
+    if total is None:
+        return [_accumulate(None, p, weight) for p in parts]
+    return [_accumulate(t, p, weight) for t, p in zip(total, parts)]
+
+
 def _gradient_graph(loss: BatchLoss, params: Params, batch: Any) -> tuple[Params, list[torch.Tensor]]:
     leaves = _leaf_copies(params)
     with torch.enable_grad():
@@ -128,6 +175,7 @@ def _gradient_graph(loss: BatchLoss, params: Params, batch: Any) -> tuple[Params
 
 class DoubleBackwardEngine(Engine):
     name = "double_backward"
+    pruned_blocks = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -138,6 +186,12 @@ class DoubleBackwardEngine(Engine):
         for (g, leaves), w in zip(self._graphs, self.weights):
             total = _accumulate(total, _reverse_over_reverse(g, leaves, tangents, self.use_vmap), w)
         return tuple(total)
+
+    def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
+        total = None
+        for (g, leaves), w in zip(self._graphs, self.weights):
+            total = _accumulate_blocks(total, _block_reverse_over_reverse(g, leaves, groups, tangents, self.use_vmap), w)
+        return [tuple(t) for t in total]
 
 
 class StreamingEngine(Engine):
@@ -166,6 +220,22 @@ class StreamingEngine(Engine):
         for b, w in zip(self.batches, self.weights):
             total = _accumulate(total, self._batch_hvp(b, tangents), w)
         return tuple(total)
+
+    @property
+    def pruned_blocks(self) -> bool:  # type: ignore[override]
+        return not self.forward_mode
+
+    def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
+        """Forward-over-reverse: the padded product. Double backward: per batch one fresh gradient
+        graph (one forward and first backward) shared by every block's pruned backward pass."""
+        if self.forward_mode:
+            return super().block_hvp(groups, tangents)
+        total = None
+        for b, w in zip(self.batches, self.weights):
+            g, leaves = _gradient_graph(self.loss, self.params, b)
+            total = _accumulate_blocks(total, _block_reverse_over_reverse(g, leaves, groups, tangents, self.use_vmap), w)
+            del g, leaves
+        return [tuple(t) for t in total]
 
 
 ENGINES = {"linearize": LinearizeEngine, "double_backward": DoubleBackwardEngine, "streaming": StreamingEngine}

@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_leaves
 from .. import memory
 from ..errors import InvalidInputError, NonDeterministicLossError
 from .base import assemble_dense
+from .block_products import block_matmat
 from .choice import agreement_tolerance, choose_engine, profile_gradient, verified_engine
 from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data, first_non_finite_leaf
 from .engines import ENGINES
@@ -75,7 +76,9 @@ class HessianOperator:
     Attributes
     ----------
     engine_report : :class:`~hesslens.operators.choice.EngineReport`, every engine considered, its
-        check against double backward, its timing and why it was chosen or refused.
+        check against double backward, its timing and why it was chosen or refused; from the first
+        block product of a :class:`~hesslens.BlockView` on, also the engine of block products
+        (``block_engine``, ``block_reason``, ``block_checks``).
     reduction : ``"mean"`` or ``"sum"`` (``"as_given"`` for one batch whose reduction could not be
         probed: its weight is 1 either way); ``reduction_source`` says how it was known.
     expected_matvecs : how many product columns the caller expects to need; ``"auto"`` weighs each
@@ -170,6 +173,9 @@ class HessianOperator:
                                          linearize_blocker=profile.linearize_blocker())
             self._engine, self.engine_report = choice.engine, choice.report
             self.setup_seconds = time.perf_counter() - t0
+        # What the block products' engine choice weighs (hesslens.operators.block_products.block_engine).
+        self.expected_matvecs, self._cache_bytes, self._budget = expected_matvecs, 3 * per_batch * len(self.data), budget
+        self._block_engine = None
         self.loss_value = float(sum(w * l for w, l in zip(weights, losses)))
 
     @property
@@ -303,6 +309,14 @@ class HessianOperator:
         if not all(math.isfinite(float(x)) for x in torch.aminmax(hv)):
             raise InvalidInputError("a Hessian-vector product is not finite: the loss surface has NaN/Inf curvature here")
         return hv.to(out_dtype)
+
+    def block_torch_matmat(self, groups: Sequence[Sequence[int]], vs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """H_ii V_i for groups of parameter tensors: ``groups[i]`` the indices into :attr:`param_names`
+        of block i's parameters (ascending), ``vs[i]`` an (m_i, c_i) tensor over their coordinates in
+        θ order; float64 in, float64 out. Each block's product is pruned to its
+        parameters where the engine can (double backward); see :mod:`hesslens.operators.block_products`.
+        Counts Σ c_i in :attr:`matvecs` (one block column is one product)."""
+        return block_matmat(self, groups, vs)
 
     def __matmul__(self, v: Any) -> Any:
         is_numpy = isinstance(v, np.ndarray)

@@ -301,13 +301,14 @@ def layerwise_options(op: Any, settings: AnalysisSettings, main_matvecs: int) ->
     eigenvalues, trace and density), and more than :data:`LAYERWISE_FREE_PRODUCTS`.
 
     The cost in product columns is about n_i per block formed exactly, and min(steps, n_i) × (probes + 1)
-    per SLQ block (its density and Lanczos extremes) plus one Hutchinson pass: all blocks share the
-    padded products, so K blocks by SLQ cost about K densities. Over the limit, the settings are lowered
-    in this order until the estimate fits: blocks are formed exactly only where that is no dearer than
-    SLQ on them (n_i ≤ steps × (probes + 1)), then ``probes`` go down to :data:`LAYERWISE_MIN_PROBES`,
-    then ``steps`` (by 10) to :data:`LAYERWISE_MIN_STEPS`. The change is the returned note, shown in
-    the report; still over the limit at the lowest settings, the step runs anyway and the note says so;
-    when lowering would save nothing the settings stay as they were.
+    per SLQ block (its density and Lanczos extremes) plus one Hutchinson pass: all blocks share each
+    block product (one product column per block column, pruned to the block where the operator's
+    engine can), so K blocks by SLQ cost about K densities in product columns. Over the limit, the
+    settings are lowered in this order until the estimate fits: blocks are formed exactly only where
+    that is no dearer than SLQ on them (n_i ≤ steps × (probes + 1)), then ``probes`` go down to
+    :data:`LAYERWISE_MIN_PROBES`, then ``steps`` (by 10) to :data:`LAYERWISE_MIN_STEPS`. The change
+    is the returned note, shown in the report; still over the limit at the lowest settings, the step
+    runs anyway and the note says so; when lowering would save nothing the settings stay as they were.
 
     Measured on the embedded default model (1,210 parameters in blocks of 1,040 and 170): both blocks
     exact take 1,210 products against the main analysis's 969 — about 1.5 times its time — so the

@@ -34,7 +34,7 @@ from ..errors import InvalidInputError
 from .claims import LEVEL, Claim, Robustness, Verdict, robustness, split_seeds
 from .stats import Interval
 
-__all__ = ["VERDICT_COLUMNS", "AllOf", "NotAll", "verdict_table"]
+__all__ = ["VERDICT_COLUMNS", "AllOf", "NotAll", "claims_markdown", "shown", "verdict_table"]
 
 _NONE = Interval(math.nan, math.nan, math.nan, 0, LEVEL, "composite")
 
@@ -155,3 +155,26 @@ def verdict_table(claims: Sequence[Any], df: pd.DataFrame, *, smoke: bool = Fals
     for c in claims:
         add(c, 0)
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+
+
+#: The columns of a verdict table as a report shows it (the rule and notes go below it, per claim).
+SHOWN_COLUMNS = ("claim", "sentence", "verdict", "effect", "ci", "seeds", "subset_a", "subset_b")
+
+
+def shown(claims: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`verdict_table` as a report shows it: the interval as one ``[low, high]`` column."""
+    return claims.assign(ci=[f"[{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else "" for lo, hi in
+                             zip(claims["ci_low"], claims["ci_high"])])[list(SHOWN_COLUMNS)]
+
+
+def claims_markdown(claims: pd.DataFrame) -> list[str]:
+    """Markdown lines: the shown table, then every claim's verdict with its rule in words and its notes."""
+    from ..render import table
+
+    out = [table(shown(claims), float_digits=3, blank=""), ""]
+    for _, r in claims.iterrows():
+        out += [f"**{r['claim']} — {r['verdict']}.** {r['sentence']}", "", f"- Rule: {r['rule']}."]
+        if r["notes"]:
+            out.append(f"- Notes: {r['notes']}.")
+        out.append("")
+    return out

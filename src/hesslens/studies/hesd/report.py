@@ -23,7 +23,7 @@ from ..claims import split_seeds
 from ..declaration import ReportContent
 from ..finished import finished_runs
 from ..stats import mean_interval
-from ..verdicts import verdict_table
+from ..verdicts import claims_markdown, shown, verdict_table
 from .claims import OFF, declare
 from .design import FULL, SMOKE, Design
 
@@ -133,11 +133,6 @@ def shift_table(runs: pd.DataFrame, artifacts: Any) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _shown(claims: pd.DataFrame) -> pd.DataFrame:
-    return claims.assign(ci=[f"[{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else "" for lo, hi in
-                             zip(claims["ci_low"], claims["ci_high"])])[
-        ["claim", "sentence", "verdict", "effect", "ci", "seeds", "subset_a", "subset_b"]]
-
 
 def _types_shown(types: pd.DataFrame) -> pd.DataFrame:
     return types.assign(C_ci=[f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "" for lo, hi in
@@ -149,13 +144,7 @@ def analysis_markdown(a: HesdAnalysis, shifts: pd.DataFrame) -> str:
     n_seeds = a.runs["seed"].nunique() if len(a.runs) else 0
     out = ["# HESD-type study: analysis", "",
            ("**Smoke preset: it exercises the code; no claim is decided (study standard 7).**" if a.smoke else
-            f"Design `{a.design.scale}`; {len(a.runs)} runs over {n_seeds} seeds."), "", "## Claims", "",
-           table(_shown(a.claims), float_digits=3, blank=""), ""]
-    for _, r in a.claims.iterrows():
-        out += [f"**{r['claim']} — {r['verdict']}.** {r['sentence']}", "", f"- Rule: {r['rule']}."]
-        if r["notes"]:
-            out.append(f"- Notes: {r['notes']}.")
-        out.append("")
+            f"Design `{a.design.scale}`; {len(a.runs)} runs over {n_seeds} seeds."), "", "## Claims", "", *claims_markdown(a.claims)]
     out += ["## Types per treatment", "", table(_types_shown(a.types), float_digits=3, blank=""), "",
             "## Collapse runs", "", table(a.collapse, float_digits=3, blank="") if len(a.collapse) else "None.", ""]
     if len(shifts):
@@ -200,7 +189,7 @@ def report_hesd(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = None,
              "and contradicted is inconclusive. Effects are means over seeds of the per-seed statistic with their "
              "95 % t-interval; rules and notes are in analysis.md.")
     title = "The papers' claims, decided over seeds"
-    tables: dict[str, Any] = {title: _shown(a.claims)}
+    tables: dict[str, Any] = {title: shown(a.claims)}
     notes = {title: intro}
     if len(a.runs) and a.runs["seed"].nunique() >= 2:
         tables["Types per treatment (C: mean over seeds of the per-seed mean balance, 95 % t-interval)"] = \

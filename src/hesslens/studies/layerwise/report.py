@@ -24,7 +24,7 @@ from ..claims import split_seeds
 from ..declaration import ReportContent
 from ..finished import finished_runs
 from ..stats import mean_interval
-from ..verdicts import verdict_table
+from ..verdicts import claims_markdown, shown, verdict_table
 from .claims import PATTERNS, declare
 from .design import CHEAP, FULL, SMOKE, SPECTRAL, Design
 from .learn import cv_accuracy
@@ -145,23 +145,12 @@ def _patterns(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _shown(claims: pd.DataFrame) -> pd.DataFrame:
-    return claims.assign(ci=[f"[{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else "" for lo, hi in
-                             zip(claims["ci_low"], claims["ci_high"])])[
-        ["claim", "sentence", "verdict", "effect", "ci", "seeds", "subset_a", "subset_b"]]
-
 
 def analysis_markdown(a: LayerwiseAnalysis) -> str:
     n_seeds = a.runs["seed"].nunique() if len(a.runs) else 0
     out = ["# Layer-wise study: analysis", "",
            ("**Smoke preset: it exercises the code; no claim is decided (study standard 7).**" if a.smoke else
-            f"Design `{a.design.scale}`; {len(a.runs)} runs over {n_seeds} seeds."), "", "## Claims", "",
-           table(_shown(a.claims), float_digits=3, blank=""), ""]
-    for _, r in a.claims.iterrows():
-        out += [f"**{r['claim']} — {r['verdict']}.** {r['sentence']}", "", f"- Rule: {r['rule']}."]
-        if r["notes"]:
-            out.append(f"- Notes: {r['notes']}.")
-        out.append("")
+            f"Design `{a.design.scale}`; {len(a.runs)} runs over {n_seeds} seeds."), "", "## Claims", "", *claims_markdown(a.claims)]
     for title, frame in (("Held-out accuracy per feature set", a.accuracies), ("Patterns", _patterns(a.runs)),
                          ("Spearman ρ with the score gap", a.correlations), ("Candidate diagnostic rules", a.rules)):
         out += [f"## {title}", "", table(frame, float_digits=3, blank="") if len(frame) else "None.", ""]
@@ -188,7 +177,7 @@ def report_layerwise(df: pd.DataFrame, out: Path, series: Any = None, artifacts:
     intro = ("Smoke preset: it exercises the code and decides no claim (study standard 7)." if a.smoke else
              f"Each verdict is decided on all seeds and on two disjoint seed subsets ({list(halves[0])} and "
              f"{list(halves[1])}); rules and notes are in analysis.md.")
-    tables: dict[str, Any] = {title: _shown(a.claims)}
+    tables: dict[str, Any] = {title: shown(a.claims)}
     notes = {title: intro}
     if len(a.runs) and a.runs["seed"].nunique() >= 2:
         tables |= {"Held-out accuracy per feature set (mean over seeds, 95 % t-interval)": a.accuracies,

@@ -24,7 +24,7 @@ from ..claims import split_seeds
 from ..declaration import ReportContent
 from ..finished import finished_runs
 from ..stats import mean_interval
-from ..verdicts import verdict_table
+from ..verdicts import claims_markdown, shown, verdict_table
 from .claims import correlations, declare
 from .design import FULL, SMOKE, Design
 
@@ -246,23 +246,12 @@ def _eos_figure(analysis: SharpnessAnalysis, series: pd.DataFrame | None) -> Any
 
 
 # -- report ------------------------------------------------------------------------------------------
-def _shown(claims: pd.DataFrame) -> pd.DataFrame:
-    return claims.assign(ci=[f"[{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else "" for lo, hi in
-                             zip(claims["ci_low"], claims["ci_high"])])[
-        ["claim", "sentence", "verdict", "effect", "ci", "seeds", "subset_a", "subset_b"]]
-
-
 def analysis_markdown(a: SharpnessAnalysis) -> str:
     """Every verdict with its rule and notes, the τ and edge-of-stability tables, as Markdown."""
     out = ["# Sharpness study: analysis", "",
            ("**Smoke preset: it exercises the code; no claim is decided (study standard 7).**" if a.smoke else
             f"Design `{a.design.scale}`; {len(a.runs)} runs over {a.runs['seed'].nunique() if len(a.runs) else 0} "
-            "seeds."), "", "## Claims", "", table(_shown(a.claims), float_digits=3, blank=""), ""]
-    for _, r in a.claims.iterrows():
-        out += [f"**{r['claim']} — {r['verdict']}.** {r['sentence']}", "", f"- Rule: {r['rule']}."]
-        if r["notes"]:
-            out.append(f"- Notes: {r['notes']}.")
-        out.append("")
+            "seeds."), "", "## Claims", "", *claims_markdown(a.claims)]
     out += ["## Kendall τ(λ_max, test accuracy), per seed", "", table(a.tau, float_digits=3, blank=""), "",
             "## Edge of stability (full-batch GD)", "",
             table(a.eos, float_digits=3, blank="") if len(a.eos) else "No tracked GD runs.", ""]
@@ -295,7 +284,7 @@ def report_sharpness(df: pd.DataFrame, out: Path, series: pd.DataFrame | None = 
              f"{list(halves[0])}, subset_b: seeds {list(halves[1])}); a "
              "claim whose subsets flip between supported and contradicted is inconclusive. Effects are means over "
              "seeds of the per-seed statistic with their 95 % t-interval; rules and notes are in analysis.md.")
-    tables = {"The paper's claims, decided over seeds": _shown(a.claims)}
+    tables = {"The paper's claims, decided over seeds": shown(a.claims)}
     notes = {"The paper's claims, decided over seeds": intro}
     tau_title, eos_title = "Kendall τ(λ_max, test accuracy) over seeds", "Edge of stability (full-batch GD, tracked λ_max)"
     if len(a.runs) and a.runs["seed"].nunique() >= 2:

@@ -258,7 +258,8 @@ def test_public_names():
 def test_warnings_are_numerical_and_there_is_no_diagnosis():
     model, data, _ = case("mlp")
     lw = hl.layerwise(model, CE, data, engine="double_backward")
-    assert layerwise_module.DIAGNOSTIC_RULES == () and lw.diagnostics == ()
+    # the evidence-based rules apply to three-Linear-block MLPs only (tests/analysis/test_layer_rules.py)
+    assert len(lw.table) != 3 and lw.diagnostics == ()
     assert not [c for c in lw.table.columns if "diagnos" in c or "overfit" in c]
     words = ("parameteris", "overfit", "underfit", "expressiv", "generaliz")
     assert not any(w in text for text in lw.table["warnings"] for w in words)

@@ -99,10 +99,11 @@ def test_status_and_report(demo_out):
 
 def test_listing_and_errors(tmp_path):
     listing = invoke()
-    assert listing.exit_code == 0 and listing.output.startswith("sharpness ")
+    assert listing.exit_code == 0
+    assert [line.split()[0] for line in listing.output.splitlines()[:3]] == ["hesd-type", "layerwise", "sharpness"]
     assert "demo" not in names() and "examples/demo_study.py:STUDY" in listing.output  # the demo is an example
     unknown = invoke("nope", "--out", tmp_path)
-    assert unknown.exit_code == 2 and "unknown study 'nope'; known studies: sharpness" in unknown.output
+    assert unknown.exit_code == 2 and "unknown study 'nope'; known studies: hesd-type, layerwise, sharpness" in unknown.output
     bad_preset = invoke(DEMO_SPEC, "--preset", "huge", "--out", tmp_path)
     assert bad_preset.exit_code == 2 and "no preset 'huge'; known presets: full, smoke" in bad_preset.output
     misuse = invoke(DEMO_SPEC, "--status", "--executor", "pool", "--out", tmp_path)

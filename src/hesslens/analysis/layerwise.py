@@ -42,9 +42,10 @@ qualified names) and ``parameters`` (the block's parameter names).
 
 **Warnings are numerical only** — "SLQ steps exceed block size: nodes exact", "λ_max not converged",
 "type weakly determined", "quasi-singular", "criteria undefined: no positive node", a metric undefined
-and why. **No diagnosis** ("possibly under-parameterised", "overfitting") is made: the paper reports
-that such readings exist but its thresholds were not available, and hesslens gives one only with
-evidence from its own study. The place for those rules is :data:`DIAGNOSTIC_RULES` (empty).
+and why. **Diagnoses** ("possibly under-parameterised", "overfitting") are not warnings: the paper
+reports that such readings exist but its thresholds were not available, and hesslens gives one only with
+evidence from its own study, in :attr:`Layerwise.diagnostics`: :data:`DIAGNOSTIC_RULES`, learned by the ``layerwise`` study with their
+cross-validated accuracy, for the family it trained (two-hidden-layer MLPs) only.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from ..operators.base import SymmetricOperator
 from ..operators.blocks import BlockView
 from ..operators.blocks import blocks as block_view
 from .hesd import hesd_criteria, hesd_type
+from .layer_features import StudyRule
 from .metrics import DEFAULT_REL_TOL, spectral_metrics
 
 if TYPE_CHECKING:
@@ -87,13 +89,22 @@ COLUMNS = ("block", "type", "n_params", "exact", *METRICS, "hesd_type", "hesd_de
 #: Keys of ``hesd_options``: hesd_type's (margin, qs_floor, qs_relative), hesd_criteria's (n), zero_tol both.
 _TYPE_OPTIONS, _CRITERIA_OPTIONS = ("margin", "qs_floor", "qs_relative", "zero_tol"), ("n", "zero_tol")
 
-#: Evidence-based diagnostic rules — where readings such as "possibly under-parameterised" or
-#: "overfitting", per block or for the model, will be added once hesslens's layer-wise study has
-#: measured which spectral features predict them, and with which thresholds. Each rule will be a
-#: callable ``rule(table) -> iterable of (block or None, message)`` citing its evidence in its
-#: docstring; :attr:`Layerwise.diagnostics` applies them. Deliberately empty: without that evidence
-#: hesslens makes no diagnosis, and the table's ``warnings`` are numerical only.
-DIAGNOSTIC_RULES: tuple[Callable[[Any], Iterable[tuple[str | None, str]]], ...] = ()
+#: Evidence-based diagnostic rules, ``rule(table) -> iterable of (block or None, message)``, applied by
+#: :attr:`Layerwise.diagnostics`. Each was learned by hesslens's ``layerwise`` study (``hesslens study
+#: layerwise --preset full``, 555 two-hidden-layer MLPs: 37 datasets × 3 capacity regimes × 5 seeds; page
+#: docs/studies/layerwise.md, rules printed in its ``rules.csv``) as the single spectral feature and threshold
+#: that best separates one regime from the others, scored by leave-datasets-out cross-validation, and kept
+#: because its balanced accuracy reached :data:`~hesslens.analysis.layer_features.MIN_BALANCED_ACCURACY`
+#: (0.8, declared before the study ran). They apply only to tables of three Linear blocks — the family they
+#: were learned on — and say nothing elsewhere. ``tests/analysis/test_layer_rules.py`` re-derives them from
+#: the study's committed results.
+_SOURCE = "hesslens study layerwise --preset full; docs/studies/layerwise.md"
+DIAGNOSTIC_RULES: tuple[Callable[[Any], Iterable[tuple[str | None, str]]], ...] = (
+    StudyRule("overfitting (over-parameterised and memorising its training set)", "log_trace_per_param_hidden", "<",
+              -3.268240800107519, 0.8891891891891892, _SOURCE),
+    StudyRule("possibly under-parameterised", "log_trace_per_param_hidden", ">", -1.3952630200907152,
+              0.931081081081081, _SOURCE),
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,8 +133,9 @@ class Layerwise:
 
     @property
     def diagnostics(self) -> tuple[tuple[str | None, str], ...]:
-        """(block or None for the model, message) from the evidence-based :data:`DIAGNOSTIC_RULES`:
-        empty until hesslens's layer-wise study provides such rules."""
+        """(block or None for the model, message) from the evidence-based :data:`DIAGNOSTIC_RULES` (each
+        message names its rule, its cross-validated accuracy and the study it came from); empty for models
+        outside the family the rules were learned on."""
         return tuple(d for rule in DIAGNOSTIC_RULES for d in rule(self.table))
 
     def plot(self, **kwargs: Any):

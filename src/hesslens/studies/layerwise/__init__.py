@@ -80,7 +80,7 @@ STUDY = register(Study(
     config=LayerwiseConfig,
     run=run_layerwise,
     presets={"smoke": preset(SMOKE), "full": preset(FULL)},
-    seeds={"smoke": 1, "full": 3},
+    seeds={"smoke": 1, "full": 5},
     report=report_layerwise,
     description="Layer-wise (local) Hessians (Bolshim & Kugaevskikh 2025, arXiv 2510.17486) at CPU scale: 37 "
                 "datasets of hesslens.datasets (classification with cross-entropy, regression with MSE) × 3 capacity "

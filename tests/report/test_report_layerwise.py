@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import math
 import re
@@ -115,8 +116,10 @@ def test_layerwise_png_is_written_and_shown_after_the_hesd_section(analysed, tmp
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', section)
     assert [base64.b64decode(i) for i in images] == [png]  # embedded there, and only there
     flat = " ".join(section.split())
-    assert "H_ii" in flat and "every other parameter held fixed" in flat and "no diagnosis" in flat
-    assert "the warnings are numerical only" in flat
+    assert "H_ii" in flat and "every other parameter held fixed" in flat and "The warnings are numerical only" in flat
+    # two Linear blocks: outside the family the study's rules were learned on, and the page says so
+    assert s.layerwise["diagnostics"] == [] and s.layerwise["diagnosable"] is False
+    assert "No diagnosis: the rules learned by hesslens's layerwise study" in html.unescape(flat) and "three Linear blocks" in flat
     for heading in ("Block", "Type", "n_params", "λ_max", "λ_min", "trace ± stderr", "neg_mass", "condition",
                     "effective_rank", "spectral_entropy", "Kh", "HESD type", "Warnings"):
         assert f"<th>{heading}</th>" in section, heading
@@ -127,6 +130,31 @@ def test_layerwise_png_is_written_and_shown_after_the_hesd_section(analysed, tmp
     fig = layerwise_item(load_summary(files.summary_json)).plot()
     titles = [ax.get_title() for ax in fig.axes if ax.axison]
     assert len(titles) == 2 and titles[0].startswith("0\nLinear") and titles[1].startswith("2\nLinear")
+
+
+def test_the_studys_diagnoses_reach_the_summary_and_the_page(tmp_path):
+    """A memorising two-hidden-layer MLP: hl.layerwise's evidence-based diagnoses, in summary.json and on the page."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 5, generator=g), torch.randint(0, 3, (24,), generator=g)
+    model = hl.models.mlp(5, (64, 64), 3, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):  # memorise 24 points: the hidden block's curvature per parameter collapses
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    op = hl.HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    s = analyze_operator(op, FAST, progress=False)
+    direct = hl.layerwise(op, **layerwise_options(op, FAST, s.eigen["matvecs"] + s.trace["matvecs"]
+                                                  + s.density["matvecs"])[0], progress=False)
+    assert direct.diagnostics and s.layerwise["diagnosable"] is True
+    assert s.layerwise["diagnostics"] == [{"block": b, "message": m} for b, m in direct.diagnostics]
+    assert any(d["message"].startswith("overfitting") for d in s.layerwise["diagnostics"])
+    files = write_report(s, tmp_path / "r")
+    assert load_summary(files.summary_json).layerwise["diagnostics"] == s.layerwise["diagnostics"]
+    flat = html.unescape(" ".join(_section(files.report_html.read_text(), "Layer-wise (local) Hessians").split()))
+    assert "Diagnosis: overfitting (over-parameterised and memorising its training set)" in flat
+    assert "No diagnosis" not in flat
 
 
 def test_layerwise_false_omits_the_entry_the_figure_and_the_section(tmp_path):

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FEATURES_PER_BLOCK", "MIN_BALANCED_ACCURACY", "POSITIONS", "StudyRule", "block_features", "log10"]
+__all__ = ["FEATURES_PER_BLOCK", "MIN_BALANCED_ACCURACY", "POSITIONS", "StudyRule", "block_features", "in_family", "log10"]
 
 POSITIONS = ("in", "hidden", "out")
 FEATURES_PER_BLOCK = ("log_lambda_max", "log_trace_per_param", "neg_mass", "effective_rank_fraction",
@@ -57,6 +57,11 @@ def block_features(table: Any) -> dict[str, float]:
     return out
 
 
+def in_family(table: Any) -> bool:
+    """Whether a layer-wise table is of the family the study's rules were learned on: three Linear blocks."""
+    return len(table) == len(POSITIONS) and set(table["type"]) == {"Linear"}
+
+
 @dataclass(frozen=True)
 class StudyRule:
     """``flag`` when ``feature`` ``direction`` ``threshold`` on a three-Linear-block table, learned by a study."""
@@ -73,7 +78,7 @@ class StudyRule:
             raise ValueError(f"direction must be '>' or '<', got {self.direction!r}")
 
     def __call__(self, table: Any) -> list[tuple[str | None, str]]:
-        if len(table) != len(POSITIONS) or set(table["type"]) != {"Linear"}:
+        if not in_family(table):
             return []  # outside the family the rule was learned on: no flag, and no claim either way
         value = block_features(table)[self.feature]
         hit = value > self.threshold if self.direction == ">" else value < self.threshold

@@ -364,13 +364,19 @@ def layerwise_options(op: Any, settings: AnalysisSettings, main_matvecs: int) ->
 def layerwise_summary(result: Any, notes: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """A :class:`~hesslens.Layerwise` result as the ``layerwise`` entry of ``summary.json``: the table as one
     dict per block (every column; NaN becomes null when written), each block's ranges of θ and density,
-    the settings, products, seconds and engine, and ``notes`` (why the settings differ from the analysis's)."""
+    the settings, products, seconds and engine, ``notes`` (why the settings differ from the analysis's), the
+    evidence-based ``diagnostics`` (:attr:`Layerwise.diagnostics`, block or null and message) and ``diagnosable``
+    (whether the model is of the family those rules were learned on)."""
+    from ..analysis.layer_features import in_family
+
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
             for row in result.table.to_dict("records")]
     return {"table": rows, "ranges": [[list(r) for r in ranges] for ranges in result.blocks.ranges],
             "densities": {name: d.to_dict() for name, d in result.densities.items()},
             "settings": dict(result.settings), "matvecs": int(result.matvecs), "seconds": float(result.seconds),
-            "engine": result.engine, "notes": list(notes)}
+            "engine": result.engine, "notes": list(notes),
+            "diagnostics": [{"block": block, "message": message} for block, message in result.diagnostics],
+            "diagnosable": bool(in_family(result.table))}
 
 
 def layerwise_item(summary: Summary) -> Any:

@@ -185,6 +185,21 @@ def _layerwise_figure(png: bytes | None) -> Figure:
                   alt="Local Hessian spectral density of every block, log scale", embed=png is not None)
 
 
+def _diagnoses(entry: dict[str, Any]) -> list[str]:
+    """The evidence-based diagnoses of a layer-wise entry, or why there are none (nothing for older summaries)."""
+    if "diagnostics" not in entry:
+        return []
+    study = "hesslens's layerwise study (docs/studies/layerwise.md)"
+    if entry["diagnostics"]:
+        return [f"Diagnosis{'' if d['block'] is None else ' of ' + str(d['block'])}: {d['message']}."
+                for d in entry["diagnostics"]]
+    if entry.get("diagnosable"):
+        return [f"No diagnosis: none of the rules learned by {study} (overfitting, possibly under-parameterised) "
+                "fires on this model."]
+    return [f"No diagnosis: the rules learned by {study} cover MLPs with two hidden layers (three Linear blocks) "
+            "only, so none is made for this model."]
+
+
 def _layerwise(s: Summary, png: bytes | None = None) -> list[Any]:
     """The layer-wise table (``summary.layerwise``, hesslens.layerwise on the same operator) and its figure
     (``png``, embedded; without it the section links ``layerwise.png``); nothing for a summary without one."""
@@ -206,12 +221,11 @@ def _layerwise(s: Summary, png: bytes | None = None) -> list[Any]:
              "in that block's parameters with every other parameter held fixed (Bolshim & Kugaevskikh 2025). "
              "A block is a module that owns parameters, its weight and bias together. "
              f"All blocks share the analysis's operator and its products ({fmt(entry.get('matvecs'))} product "
-             f"columns): {how}. hesslens makes no diagnosis from these numbers (such as under-parameterised or "
-             "overfitting); the warnings are numerical only.")
+             f"columns): {how}. The warnings are numerical only.")
     columns = tuple(h for h, _ in _LAYERWISE_COLUMNS)
     body = [tuple(key(r) if callable(key) else r.get(key) for _, key in _LAYERWISE_COLUMNS) for r in rows]
     table = Table(body, {"columns": columns, "float_digits": 4, "blank": "—", "row_headers": True, "css_class": "key"})
-    parts: list[Any] = [intro, table, _layerwise_figure(png)]
+    parts: list[Any] = [intro, *_diagnoses(entry), table, _layerwise_figure(png)]
     parts += [f"Note: {n}." for n in entry.get("notes", ())]
     parts.append("Formulas: neg_mass = N/(P + N), condition = max|λ| / min non-negligible |λ|, effective rank "
                  "exp(−Σ p_i log p_i) with p_i = |λ_i|/Σ|λ_j|, spectral entropy the same entropy / log n_i; Kh and "

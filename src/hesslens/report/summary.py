@@ -28,7 +28,8 @@ parameter unit; every time in seconds)::
                                "trace_stderr", "neg_mass", "condition", …, "hesd_type", "warnings", …}, ...],
                     "ranges": [[[start, stop], ...], ...],   # each block's slices of θ, in table order
                     "densities": {block: SpectralDensity.to_dict()},
-                    "settings", "matvecs", "seconds", "engine", "notes"}   # absent in older files
+                    "settings", "matvecs", "seconds", "engine", "notes",
+                    "diagnostics": [{"block", "message"}, ...], "diagnosable"}   # absent in older files
     }
 
 ``residual`` is the Lanczos residual norm ‖H y − θ y‖, a bound on the distance from the Ritz value θ
@@ -47,7 +48,9 @@ module type, size, whether it was formed exactly, λ_max and λ_min with residua
 density metrics with their standard errors, Kh, re, the balance C, the HESD type, the numerical
 warnings joined by "; ", the module classes and parameter names); ``densities`` each block's spectral
 density (exact or SLQ) and ``settings`` the options it ran with, ``notes`` why they differ from the
-analysis's own, if they do. It is absent (``{}`` once loaded) in summaries written before it existed,
+analysis's own, if they do; ``diagnostics`` the evidence-based diagnoses (:attr:`hesslens.Layerwise.diagnostics`,
+rules learned by the ``layerwise`` study) and ``diagnosable`` whether the model is of the family they were
+learned on (three Linear blocks). It is absent (``{}`` once loaded) in summaries written before it existed,
 with ``settings.layerwise`` false, and for operators that are not a model's ``HessianOperator``; it is
 not written when empty.
 

@@ -13,8 +13,9 @@ at equal ``steps`` × ``probes`` per block, computed three ways side by side in 
   every step one block product of K·p columns (``op.block_torch_matmat``): with double backward each
   block's columns go through a backward pass pruned to the block's parameters; a forward-mode engine
   (linearize, forward-over-reverse streaming) multiplies zero-padded columns, each a full product,
-  unless a pruned double-backward block engine agreed with double backward and was faster
-  (``op.engine_report.block_engine``, chosen at the view's first call);
+  unless pruned block engines (double backward, or a linearisation of each block's own gradient,
+  per block the fastest) agreed with double backward and were faster (``op.engine_report.block_engine``,
+  chosen at the view's first call);
 * **loop** — hesslens: per block, ``HessianOperator(model, loss, data, params=<the block's parameter
   names>)`` and ``hl.spectral_density(op_i, steps, probes, seed=0)``;
 * **eigenthings** — hessian-eigenthings 1.0.0a5, per block: its ``HessianOperator`` with its own

@@ -20,7 +20,7 @@ from hesslens.errors import InvalidInputError
 from hesslens.operators import block_products
 from hesslens.operators.base import SymmetricOperator
 from hesslens.operators.blocks import BlockView
-from hesslens.operators.engines import ENGINES, DoubleBackwardEngine, Engine, StreamingEngine
+from hesslens.operators.engines import ENGINES, BlockLinearizeEngine, DoubleBackwardEngine, Engine, StreamingEngine
 from hesslens.operators.state import preserved_state
 
 from conftest import assert_close64, concatenated_objective, reference_hessian
@@ -306,9 +306,14 @@ def test_block_engine_is_verified_timed_and_recorded():
     view.matmat([_columns(s, 1, i) for i, s in enumerate(view.sizes)])
     report = op.engine_report
     labels = [c.label for c in report.block_checks]
-    assert labels == ["linearize+loop (padded)", "double_backward+loop (pruned)", "double_backward+vmap (pruned)"]
-    assert [c.status for c in report.block_checks].count("chosen") == 1
-    assert report.block_engine in labels and report.block_reason
+    assert labels == ["linearize+loop (padded)", "double_backward+loop (pruned)", "double_backward+vmap (pruned)",
+                      "linearize+loop (pruned per block)", "linearize+vmap (pruned per block)"]
+    chosen = [c.label for c in report.block_checks if c.status == "chosen"]
+    assert chosen and report.block_reason
+    if report.block_engine.startswith("per block: "):  # each block its fastest: every one it names was chosen
+        assert len(view) == 4 and all(label in report.block_engine for label in chosen)
+    else:
+        assert chosen == [report.block_engine]
     assert all(c.relative_error <= report.tolerance for c in report.block_checks[1:])
     assert "block products" in report.build_seconds and report.to_dict()["block_products"]["engine"] == report.block_engine
     assert op.engine == "linearize+loop"  # the operator's own products are unchanged
@@ -347,7 +352,68 @@ def test_block_engine_refuses_a_disagreeing_candidate(monkeypatch):
         _close(hv, h[idx][:, idx] @ vs[i], float(h.abs().max()))
     refused = [c for c in op.engine_report.block_checks if c.status == "refused"]
     assert len(refused) == 2 and all("differ from double backward" in c.reason for c in refused)
-    assert op.engine_report.block_engine == "linearize+loop (padded)"
+    assert {c.label for c in refused} == {"double_backward+loop (pruned)", "double_backward+vmap (pruned)"}
+    assert "double_backward" not in op.engine_report.block_engine
+
+
+@pytest.mark.parametrize("use_vmap", [False, True])
+def test_per_block_linearisations_are_the_dense_blocks(use_vmap):
+    """BlockLinearizeEngine over several batches (weights n_b/N): H_ii V_i of the dense Hessian, block by block."""
+    op = _fresh("linearize+loop")
+    view = hl.blocks(op)
+    groups = [tuple(op.param_names.index(p) for p in params) for params in view.params]
+    h = dense("cnn-bn-eval")
+    scale = float(h.abs().max())
+    with preserved_state(op.model, op.mode):  # as the operator multiplies: BatchNorm in eval mode
+        engine = BlockLinearizeEngine(op._loss, op._primal, list(op.data), op.data.weights(op.reduction), use_vmap,
+                                      groups)
+        for i, g in enumerate(groups):
+            v = _columns(view.sizes[i], 2, i)
+            tangent = block_products._split(v.to(op.dtype), [op.param_shapes[j] for j in g])
+            (out,) = engine.block_hvp([g], [tangent])
+            hv = torch.cat([o.reshape(2, -1) for o in out], dim=1).T
+            idx = _indices(view, i)
+            _close(hv, h[idx][:, idx] @ v, scale)
+        with pytest.raises(NotImplementedError):
+            engine.hvp(tangent)
+
+
+def test_a_mixed_block_engine_gives_every_block_its_own_engine(monkeypatch):
+    """Where the per-block trial times favour different engines for different blocks — here made so: the
+    per-block linearisation slow on the first block, pruned double backward slow on the others, padded
+    products dear — the view multiplies each block with its own engine, and the products are the dense blocks."""
+    import time
+
+    import hesslens.operators.block_products as bp
+
+    def slowed(method, slow):
+        def run(self, groups, tangents):
+            if slow(tuple(groups[0])):
+                time.sleep(0.02)
+            return method(self, groups, tangents)
+        return run
+
+    op = _fresh("linearize+loop", expected_matvecs=10_000)
+    checks = tuple(replace(c, seconds_per_column=1.0) if c.status == "chosen" else c for c in op.engine_report.checks)
+    op.engine_report = replace(op.engine_report, checks=checks)  # as if padded products were dear
+    view = hl.blocks(op)
+    first = tuple(op.param_names.index(p) for p in view.params[0])
+    monkeypatch.setattr(bp.BlockLinearizeEngine, "block_hvp", slowed(bp.BlockLinearizeEngine.block_hvp, lambda g: g == first))
+    monkeypatch.setattr(DoubleBackwardEngine, "block_hvp", slowed(DoubleBackwardEngine.block_hvp, lambda g: g != first))
+    h = dense("cnn-bn-eval")
+    vs = [_columns(s, 2, i) for i, s in enumerate(view.sizes)]
+    for i, hv in enumerate(view.matmat(vs)):
+        idx = _indices(view, i)
+        _close(hv, h[idx][:, idx] @ vs[i], float(h.abs().max()))
+    report, engine = op.engine_report, op._block_engine
+    assert isinstance(engine, bp.MixedBlockEngine) and report.block_engine == engine.label
+    assert report.block_engine.startswith("per block: ") and "each block its fastest engine" in report.block_reason
+    assert isinstance(engine.by_group[first][0], DoubleBackwardEngine)
+    others = [g for g in engine.by_group if g != first]
+    assert len(others) == len(view) - 1 and all(isinstance(engine.by_group[g][0], bp.BlockLinearizeEngine) for g in others)
+    assert {c.label for c in report.block_checks if c.status == "chosen"} <= {
+        "double_backward+loop (pruned)", "double_backward+vmap (pruned)",
+        "linearize+loop (pruned per block)", "linearize+vmap (pruned per block)"}
 
 
 def test_block_engine_streams_where_a_second_cache_does_not_fit():

@@ -18,8 +18,8 @@ from torch import nn
 import hesslens as hl
 from hesslens.analysis.layerwise import COLUMNS, METRICS
 from hesslens.report import AnalysisSettings, analyze_operator, load_summary, write_report
-from hesslens.report.analysis import (LAYERWISE_COST_LIMIT, STEPS, layerwise_item, layerwise_options,
-                                      layerwise_summary)
+from hesslens.report.analysis import STEPS
+from hesslens.report.layerwise_entry import LAYERWISE_COST_LIMIT, layerwise_item, layerwise_options, layerwise_summary
 from hesslens.report.html import fmt
 
 from ._cases import tiny_batches, tiny_model
@@ -209,7 +209,7 @@ def test_settings_are_lowered_when_the_layerwise_step_would_cost_too_much():
     options, notes = layerwise_options(op, settings, 969)
     assert options["seed"] == 0 and options["trace_matvecs"] == 100 and options["blocks"] == "auto"
     assert options["probes"] < settings.probes and options["exact_below"] >= 170 > 0 and options["exact_below"] < 1040
-    from hesslens.report.analysis import _layerwise_cost
+    from hesslens.report.layerwise_entry import _layerwise_cost
 
     cost = _layerwise_cost((1040, 170), options["steps"], options["probes"], 100, options["exact_below"])
     assert cost <= LAYERWISE_COST_LIMIT * 969 < 1210

@@ -14,8 +14,9 @@ a backward pass of the operator's kept gradient graph (one per batch) pruned to 
 parameters — the work of an operator over that block alone, without building K operators; streaming
 double backward builds one graph per batch and call, shared by all blocks. With a forward-mode engine
 (linearize, forward-over-reverse streaming) the operator multiplies the zero-padded columns (each a
-full product), or uses a pruned double-backward block engine where that agrees with double backward
-on the first batch and is faster (``engine_report.block_engine``). Either way one block column counts
+full product), or pruned block engines — double backward, or a linearisation of each block's own
+gradient, per block the fastest — where they agree with double backward on the first batch and are
+faster (``engine_report.block_engine``). Either way one block column counts
 as one product column.
 
 * blocks of at most ``exact_below`` coordinates (default :data:`DEFAULT_EXACT_BELOW` = 2048; a block of

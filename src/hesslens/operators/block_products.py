@@ -20,13 +20,21 @@ Which engine multiplies the blocks is settled at the first block product (:func:
 and recorded in the operator's ``engine_report`` (``block_engine``, ``block_reason``,
 ``block_checks``). An operator whose engine prunes (double backward, kept or streamed) uses it. For
 the others (linearize, forward-over-reverse streaming) the padded product costs Σ c_i FULL
-products per call, so a pruned double-backward candidate is tried: a kept gradient graph where it
-fits in the memory budget next to the operator's cache, else a streamed one. Like every engine
-(:mod:`hesslens.operators.choice`), it must first agree with double backward on the first batch,
-one column per block, on two calls (τ = √ε), and it is kept only if its build plus
-``expected_matvecs`` block columns at its measured speed beats the padded product (the operator's
-measured seconds per column) by more than :data:`~hesslens.operators.choice.SPEED_MARGIN`;
-otherwise the padded product stays. The operator's own products (``torch_matmat``) never change.
+products per call, so pruned candidates are tried: double backward (a kept gradient graph where it
+fits in the memory budget next to the operator's cache, else a streamed one), and — where the
+operator's own engine is linearize, so linearize is verified on this model, and K more caches fit —
+a **linearisation per block** (:class:`~hesslens.operators.engines.BlockLinearizeEngine`: each
+block's own gradient θ_i ↦ ∇_{θ_i} L traced once, what an operator over that block alone uses; for
+an early block of a deep network it is the cheapest of all, where pruned double backward must still
+traverse nearly the whole graph). Like every engine (:mod:`hesslens.operators.choice`), each must
+first agree with double backward on the first batch, :data:`TRIAL_COLUMNS` columns per block, on
+two calls (τ = √ε), timed block by block. Each block then takes the fastest verified candidate
+(within :data:`~hesslens.operators.choice.SPEED_MARGIN`: the padded product first, loops before
+vmap); one engine for all blocks is kept where that is as fast, else a
+:class:`~hesslens.operators.engines.MixedBlockEngine` gives every block its own. The result is kept
+only if its builds plus ``expected_matvecs`` block columns at the measured speeds beat the padded
+product (the operator's measured seconds per column) by more than the margin; otherwise the padded
+product stays. The operator's own products (``torch_matmat``) never change.
 
 Blocks are given to the operator as groups of parameter tensors. A view's block need not be made
 of whole parameters (:meth:`~hesslens.operators.blocks.BlockView.from_slices` may cut through
@@ -45,7 +53,8 @@ import torch
 
 from ..errors import InvalidInputError
 from .choice import SPEED_MARGIN, EngineCheck, _first_line, _relative_error, agreement_tolerance
-from .engines import UNSUPPORTED, DoubleBackwardEngine, Engine, StreamingEngine
+from .engines import (UNSUPPORTED, BlockLinearizeEngine, DoubleBackwardEngine, Engine, LinearizeEngine,
+                      MixedBlockEngine, StreamingEngine)
 from .state import preserved_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,8 +150,8 @@ def block_engine(op: "HessianOperator", groups: Sequence[Sequence[int]]) -> Engi
     return engine
 
 
-#: Columns per block in the block-product trial.
-TRIAL_COLUMNS = 1
+#: Columns per block in the block-product trial (two, so that vmap is timed batching something).
+TRIAL_COLUMNS = 2
 
 
 def _flat(blocks: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
@@ -150,17 +159,18 @@ def _flat(blocks: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
 
 
 def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engine, str, str, list[EngineCheck]]:
-    """Padded products of the operator's engine, or a verified pruned double-backward engine where
-    it is faster for ``op.expected_matvecs`` block columns (see the module docstring)."""
+    """Padded products of the operator's engine, or verified pruned engines where they are faster for
+    ``op.expected_matvecs`` block columns — one engine for all blocks, or per block the fastest (see the
+    module docstring)."""
     first = next(iter(op.data))
     gen = torch.Generator(device="cpu").manual_seed(0)
     tangents = [tuple(torch.randn(TRIAL_COLUMNS, *op.param_shapes[j], generator=gen, dtype=op.dtype).to(op.device)
                       for j in g) for g in groups]
-    columns = TRIAL_COLUMNS * len(groups)
+    columns, per_block_columns = TRIAL_COLUMNS * len(groups), op.expected_matvecs / len(groups)
     t0 = time.perf_counter()
     ref = DoubleBackwardEngine(op._loss, op._primal, [first], (1.0,), use_vmap=False)
     build = time.perf_counter() - t0
-    reference = _flat(Engine.block_hvp(ref, groups, tangents))  # full products of padded columns, one at a time
+    reference = Engine.block_hvp(ref, groups, tangents)  # full products of padded columns, one at a time
     chosen = next((c for c in op.engine_report.checks if c.status == "chosen"), None)
     padded = chosen.seconds_per_column if chosen is not None else None
     if padded is None:  # the operator's engine over all batches, per batch
@@ -173,55 +183,100 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engin
     weights = op.data.weights(op.reduction)
     reuse = len(op.data) == 1 and tuple(weights) == (1.0,)
     kept = not isinstance(op._engine, StreamingEngine) and 2 * op._cache_bytes <= op._budget
+    # per-block linearisations: only where the operator's own engine is linearize (verified on this model)
+    # and K more caches of about its size fit in the budget
+    per_block = isinstance(op._engine, LinearizeEngine) and (len(groups) + 2) * op._cache_bytes <= op._budget
     tolerance = agreement_tolerance(op.dtype)
-    totals: dict[bool, float] = {}
-    labels: dict[bool, str] = {}
-    for use_vmap in (False, True):
-        mode = "vmap" if use_vmap else "loop"
-        if kept:
-            candidate: Engine = ref
-            ref.use_vmap = use_vmap
-            label = f"double_backward+{mode} (pruned)"
-        else:
-            candidate = StreamingEngine(op._loss, op._primal, [first], (1.0,), use_vmap=use_vmap, forward_mode=False)
-            label = f"streaming+{mode} (double backward, pruned)"
-        labels[use_vmap] = label
-        try:
-            errors, seconds = [], []
-            for _ in range(2):  # a first call and a steady-state repeat, both checked
-                t0 = time.perf_counter()
-                out = candidate.block_hvp(groups, tangents)
-                seconds.append(time.perf_counter() - t0)
-                errors.append(_relative_error(_flat(out), reference))
-        except UNSUPPORTED as err:
-            checks.append(EngineCheck(label, "unavailable", _first_line(err)))
-            continue
-        per_column, worst = seconds[-1] / columns, max(errors)
-        if worst > tolerance:
-            checks.append(EngineCheck(label, "refused", f"block products differ from double backward by {worst:.2g} "
-                                      f"(relative; tolerance {tolerance:.1g})", per_column, worst))
-            continue
-        checks.append(EngineCheck(label, "verified", "agrees with double backward", per_column, worst))
-        totals[use_vmap] = (build if kept and not reuse else 0.0) + op.expected_matvecs * per_column
+    #: label → (per-block seconds per column, build seconds for all batches, the trial engine, use_vmap)
+    verified: dict[str, tuple[list[float], float, Engine, bool]] = {}
+    lin = None
+    for family in ("double_backward", "linearize") if per_block else ("double_backward",):
+        for use_vmap in (False, True):
+            mode = "vmap" if use_vmap else "loop"
+            try:
+                if family == "linearize":
+                    label = f"linearize+{mode} (pruned per block)"
+                    if lin is None:
+                        t0 = time.perf_counter()
+                        lin = BlockLinearizeEngine(op._loss, op._primal, [first], (1.0,), False, groups)
+                        lin_build = (time.perf_counter() - t0) * len(op.data)
+                    candidate, cost = lin, lin_build
+                elif kept:
+                    candidate, cost, label = ref, (0.0 if reuse else build), f"double_backward+{mode} (pruned)"
+                else:
+                    candidate = StreamingEngine(op._loss, op._primal, [first], (1.0,), use_vmap=use_vmap, forward_mode=False)
+                    cost, label = 0.0, f"streaming+{mode} (double backward, pruned)"
+                candidate.use_vmap = use_vmap
+                errors, seconds = [], [0.0] * len(groups)
+                for _ in range(2):  # a first call and a steady-state repeat, both checked
+                    for i, (g, t) in enumerate(zip(groups, tangents)):
+                        t0 = time.perf_counter()
+                        out = candidate.block_hvp([g], [t])
+                        seconds[i] = (time.perf_counter() - t0) / TRIAL_COLUMNS
+                        errors.append(_relative_error(_flat(out), _flat([reference[i]])))
+            except UNSUPPORTED as err:
+                checks.append(EngineCheck(label, "unavailable", _first_line(err)))
+                continue
+            per_column, worst = sum(seconds) / len(groups), max(errors)
+            if worst > tolerance:
+                checks.append(EngineCheck(label, "refused", f"block products differ from double backward by {worst:.2g} "
+                                          f"(relative; tolerance {tolerance:.1g})", per_column, worst))
+                continue
+            checks.append(EngineCheck(label, "verified", "agrees with double backward", per_column, worst))
+            verified[label] = (seconds, cost, candidate, use_vmap)
     padded_total = op.expected_matvecs * padded
-    best = min(totals.values(), default=math.inf)
-    if best >= (1 - SPEED_MARGIN) * padded_total:
+    # per block the fastest, the padded product included (a full product per column)
+    options = {padded_label: ([padded] * len(groups), 0.0), **{k: (v[0], v[1]) for k, v in verified.items()}}
+    # within SPEED_MARGIN of the fastest, prefer the padded product (nothing to build), then loops over vmap
+    order = sorted(options, key=lambda k: (k != padded_label, "+vmap" in k))
+    pick = [next(k for k in order if options[k][0][i] <= (1 + SPEED_MARGIN) * min(o[0][i] for o in options.values()))
+            for i in range(len(groups))]
+    used = set(pick)
+    totals = {k: v[1] + per_block_columns * sum(v[0]) for k, v in options.items()}
+    mixed_total = sum(options[k][1] for k in used) + per_block_columns * sum(options[k][0][i] for i, k in enumerate(pick))
+    best_single = min((k for k in options if k != padded_label), key=totals.get, default=None)
+    single_total = totals[best_single] if best_single is not None else math.inf
+    if min(single_total, mixed_total) >= (1 - SPEED_MARGIN) * padded_total:
         reason = (f"the operator's engine on padded columns: no pruned candidate faster by more than {SPEED_MARGIN:.0%} "
-                  f"for {op.expected_matvecs} block columns (timed on the first batch, {TRIAL_COLUMNS} column per block)")
+                  f"for {op.expected_matvecs} block columns (timed on the first batch, {TRIAL_COLUMNS} columns per block)")
         checks = [replace(c, status="chosen") if c.label == padded_label else c for c in checks]
         return op._engine, padded_label, reason, checks
-    use_vmap = next(m for m in (False, True) if m in totals and totals[m] <= best + SPEED_MARGIN * abs(best))
-    label = labels[use_vmap]
-    if kept and reuse:
-        ref.use_vmap, engine = use_vmap, ref
-    elif kept:
-        engine = DoubleBackwardEngine(op._loss, op._primal, list(op.data), weights, use_vmap=use_vmap)
-    else:
-        engine = StreamingEngine(op._loss, op._primal, op.data, weights, use_vmap=use_vmap, forward_mode=False)
+    engines: dict[str, Engine] = {}
+
+    def final(label: str) -> Engine:  # the engine over every batch for a verified trial candidate
+        if label not in engines:
+            _, _, trial, use_vmap = verified[label]
+            if reuse:
+                engines[label] = trial
+            elif isinstance(trial, BlockLinearizeEngine):
+                engines[label] = next((e for e in engines.values() if isinstance(e, BlockLinearizeEngine)), None) or \
+                    BlockLinearizeEngine(op._loss, op._primal, list(op.data), weights, use_vmap, groups)
+            elif kept:
+                engines[label] = next((e for e in engines.values() if isinstance(e, DoubleBackwardEngine)), None) or \
+                    DoubleBackwardEngine(op._loss, op._primal, list(op.data), weights, use_vmap=use_vmap)
+            else:
+                engines[label] = StreamingEngine(op._loss, op._primal, op.data, weights, use_vmap=use_vmap,
+                                                 forward_mode=False)
+        return engines[label]
+
     how = "a kept gradient graph next to the operator's cache" if kept else "streamed: a fresh gradient graph per batch and call"
-    reason = (f"pruned double backward ({how}): {totals[use_vmap]:.3g} s against {padded_total:.3g} s for the padded "
-              f"products of {op.engine}, for {op.expected_matvecs} block columns (timed on the first batch)")
-    checks = [replace(c, status="chosen") if c.label == label else c for c in checks]
+    if single_total <= mixed_total * (1 + SPEED_MARGIN) or len(used) == 1:
+        label = best_single if single_total <= mixed_total * (1 + SPEED_MARGIN) else next(iter(used))
+        engine = final(label)
+        engine.use_vmap = verified[label][3]
+        total = totals[label]
+        what = "pruned per block, linearising each block's own gradient" if "per block" in label else \
+            f"pruned double backward ({how})"
+    else:
+        by_group = {g: ((op._engine, None) if k == padded_label else (final(k), verified[k][3]))
+                    for g, k in zip(groups, pick)}
+        names = [op.param_names[g[0]].rsplit(".", 1)[0] or op.param_names[g[0]] for g in groups]
+        label = "per block: " + ", ".join(f"{n} {k}" for n, k in zip(names, pick))
+        engine, total, what = MixedBlockEngine(by_group, op._engine, label), mixed_total, "each block its fastest engine"
+    reason = (f"{what}: {total:.3g} s against {padded_total:.3g} s for the padded products of {op.engine}, for "
+              f"{op.expected_matvecs} block columns (timed on the first batch)")
+    checks = [replace(c, status="chosen") if c.label in (used if isinstance(engine, MixedBlockEngine) else {label})
+              else c for c in checks]
     return engine, label, reason, checks
 
 

@@ -238,4 +238,66 @@ class StreamingEngine(Engine):
         return [tuple(t) for t in total]
 
 
+class BlockLinearizeEngine(Engine):
+    """H_ii V_i by linearising each block's own gradient θ_i ↦ ∇_{θ_i} L(θ_i; the rest of θ fixed), traced
+    once per block and batch: the product an operator over that block alone computes with linearize — the
+    tangents start at the block and the reverse pass stops there, so an early block of a deep network costs
+    less than a full (padded) product. ``groups`` are the blocks it serves; it has no full product."""
+
+    name = "linearize"
+    pruned_blocks = True
+
+    def __init__(self, loss: BatchLoss, params: Params, batches: Sequence[Any] | Any, weights: Sequence[float],
+                 use_vmap: bool, groups: Sequence[Sequence[int]]):
+        super().__init__(loss, params, batches, weights, use_vmap)
+        self._jvps = {tuple(g): [linearize_gradient(lambda q, g=tuple(g), b=b: self.loss(self._with(g, q), b),
+                                                    tuple(params[j] for j in g)) for b in self.batches]
+                      for g in groups}
+
+    def _with(self, group: tuple[int, ...], block: Params) -> Params:
+        full = list(self.params)
+        for j, q in zip(group, block):
+            full[j] = q
+        return tuple(full)
+
+    def hvp(self, tangents: Params) -> Params:
+        raise NotImplementedError("a per-block linearisation multiplies blocks only (block_hvp)")
+
+    def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
+        out = []
+        for group, tangent in zip(groups, tangents):
+            total = None
+            for f, w in zip(self._jvps[tuple(group)], self.weights):
+                total = _accumulate(total, _quiet(lambda: _apply_columns(f, tangent, self.use_vmap)), w)
+            out.append(tuple(total))
+        return out
+
+
+class MixedBlockEngine(Engine):
+    """Block products with an engine of its own per block (``by_group``: group → (engine, use_vmap or None
+    to leave the engine's own)), each block multiplied alone; groups it was not chosen for use ``fallback``."""
+
+    name = "mixed"
+    pruned_blocks = True
+
+    def __init__(self, by_group: dict[tuple[int, ...], tuple[Engine, bool | None]], fallback: Engine, label: str):
+        self.by_group, self.fallback, self._label = by_group, fallback, label
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def hvp(self, tangents: Params) -> Params:
+        return self.fallback.hvp(tangents)
+
+    def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
+        out = []
+        for group, tangent in zip(groups, tangents):
+            engine, use_vmap = self.by_group.get(tuple(group), (self.fallback, None))
+            if use_vmap is not None:
+                engine.use_vmap = use_vmap  # an engine made for the blocks only: its mode is per block
+            out.extend(engine.block_hvp([group], [tangent]))
+        return out
+
+
 ENGINES = {"linearize": LinearizeEngine, "double_backward": DoubleBackwardEngine, "streaming": StreamingEngine}

@@ -175,9 +175,10 @@ class Trained:
     tracker: Any = None
 
 
-def train_then_measure(config: TrainedNetConfig, measure: Callable[[TrainedNetConfig, Trained], dict],
+def train_then_measure(config: TrainedNetConfig, measure: Callable[[TrainedNetConfig, Trained], Any],
                        ctx: Any = None) -> tuple[dict, list]:
-    """Train per ``config``, then ``measure(config, trained)`` → record entries; returns ``(record, series)``.
+    """Train per ``config``, then ``measure(config, trained)`` → record entries, or ``(entries, artifacts)``
+    (name → object, saved through ``ctx.save_artifact`` when there is a context); returns ``(record, series)``.
 
     Runs single-threaded (the nets are tiny: more threads only add synchronisation; two runs per
     2-core machine in the pool executor). A diverged run is not measured.
@@ -255,6 +256,11 @@ def _run(config: TrainedNetConfig, measure: Callable, ctx: Any) -> tuple[dict, l
                       # the highest λ_max·η/2 of the whole trajectory: ≥ 1 means it reached 2/η
                       eos_ratio_peak=float(lam.max() * config.lr / 2) if len(lam) else math.nan)
     if not result.diverged:
-        record.update(measure(config, trained))
+        measured = measure(config, trained)
+        entries, artifacts = measured if isinstance(measured, tuple) else (measured, {})
+        record.update(entries)
+        if ctx is not None:
+            for name, obj in artifacts.items():
+                ctx.save_artifact(name, obj)
     record["wall_seconds"] = time.perf_counter() - t0
     return record, series

@@ -115,17 +115,7 @@ def _membership(scale: str) -> dict[str, tuple[str, ...]]:
 
 def run_hesd(config: HesdConfig, ctx: Any = None) -> tuple[dict, list]:
     """Train, then measure the HESD; the record's ``experiment`` names the design's grids holding the run."""
-    saved: dict[str, Any] = {}
-
-    def measure(c: HesdConfig, t: Trained) -> dict[str, Any]:
-        record, artifacts = measure_hesd(c, t)
-        saved.update(artifacts)
-        return record
-
-    record, series = train_then_measure(config, measure, ctx)
-    if ctx is not None:
-        for name, obj in saved.items():
-            ctx.save_artifact(name, obj)
+    record, series = train_then_measure(config, measure_hesd, ctx)
     record["experiment"] = "+".join(_membership("smoke" if config.smoke else "full").get(run_key(config), ("custom",)))
     return record, series
 

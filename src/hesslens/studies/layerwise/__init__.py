@@ -51,18 +51,7 @@ def measure_layerwise(config: LayerwiseConfig, t: Trained) -> tuple[dict[str, An
 
 def run_layerwise(config: LayerwiseConfig, ctx: Any = None) -> tuple[dict, list]:
     """Train with the local Hessians tracked, then record the features; the long per-block table is an artifact."""
-    saved: dict[str, Any] = {}
-
-    def measure(c: LayerwiseConfig, t: Trained) -> dict[str, Any]:
-        record, artifacts = measure_layerwise(c, t)
-        saved.update(artifacts)
-        return record
-
-    record, series = train_then_measure(config, measure, ctx)
-    if ctx is not None:
-        for name, obj in saved.items():
-            ctx.save_artifact(name, obj)
-    return record, series
+    return train_then_measure(config, measure_layerwise, ctx)
 
 
 def report_layerwise(df: Any, out: Any, series: Any = None, artifacts: Any = None) -> Any:

@@ -200,7 +200,7 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engin
                         t0 = time.perf_counter()
                         lin = BlockLinearizeEngine(op._loss, op._primal, [first], (1.0,), False, groups)
                         lin_build = (time.perf_counter() - t0) * len(op.data)
-                    candidate, cost = lin, lin_build
+                    candidate, cost = lin, (0.0 if reuse else lin_build)
                 elif kept:
                     candidate, cost, label = ref, (0.0 if reuse else build), f"double_backward+{mode} (pruned)"
                 else:

@@ -165,7 +165,8 @@ class View:
         return self.view.block(i).matmat(v)
 
     def info(self) -> dict[str, Any]:
-        return {"engine": self.op.engine, "engine_choice_seconds": self.op.setup_seconds,
+        return {"engine": self.op.engine, "block_engine": self.op.engine_report.block_engine,
+                "engine_choice_seconds": self.op.setup_seconds,
                 "identical_probe_blocks": [i for i, r in enumerate(self.view.ranges) if r[0][0] == 0]}
 
 
@@ -488,7 +489,8 @@ def model_table(r: dict[str, Any]) -> str:
     v, lp = r["methods"].get("view", {}), r["methods"].get("loop", {})
     notes = []
     if "engine" in v:
-        notes.append(f"view engine `{v['engine']}`")
+        notes.append(f"view engine `{v['engine']}`" + (f", its block products `{v['block_engine']}`"
+                                                        if v.get("block_engine") else ""))
     if "engines" in lp:
         engines = sorted(set(lp["engines"]))
         notes.append(f"loop engines {', '.join(f'`{e}`' for e in engines)} "

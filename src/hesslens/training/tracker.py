@@ -42,6 +42,7 @@ from ..errors import InvalidInputError
 from ..linalg import SpectralDensity, eigenvalues, spectral_density, trace
 from ..operators import HessianOperator
 from . import layerwise_tracking
+from .loggers import make_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,7 +154,7 @@ class Tracker:
         self.tol, self.trace_matvecs, self.slq_steps, self.slq_probes = tol, trace_matvecs, slq_steps, slq_probes
         self.seed, self.warm_start, self.lr = seed, warm_start, lr
         self.every_step = unit == "step"
-        self.loggers = [_make_logger(l, log_dir) for l in loggers]
+        self.loggers = [make_logger(l, log_dir) for l in loggers]
         self.rows: list[dict[str, Any]] = []
         self.densities: list[tuple[int, SpectralDensity]] = []
         self.layerwise: list[tuple[int, Layerwise]] = []
@@ -382,40 +383,3 @@ def _hesd_options(options: Any) -> dict[str, Any]:
     except InvalidInputError as exc:
         raise InvalidInputError(f"hesd_options: {exc}") from exc
     return dict(options)
-
-
-class _TensorBoardLogger:
-    def __init__(self, log_dir: str | None):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=log_dir)
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"hesslens/{k}", v, step)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class _MLflowLogger:
-    def __init__(self) -> None:
-        import mlflow
-
-        self.mlflow = mlflow
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics({f"hesslens.{k}": v for k, v in metrics.items()}, step=step)
-
-    def close(self) -> None:
-        pass
-
-
-def _make_logger(spec: Any, log_dir: str | None) -> Any:
-    if spec == "tensorboard":
-        return _TensorBoardLogger(log_dir)
-    if spec == "mlflow":
-        return _MLflowLogger()
-    if hasattr(spec, "log") and hasattr(spec, "close"):
-        return spec
-    raise InvalidInputError(f"loggers entries must be 'tensorboard', 'mlflow' or objects with log() and close(), got {spec!r}")

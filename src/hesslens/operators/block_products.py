@@ -27,7 +27,8 @@ a **linearisation per block** (:class:`~hesslens.operators.engines.BlockLineariz
 block's own gradient θ_i ↦ ∇_{θ_i} L traced once, what an operator over that block alone uses; for
 an early block of a deep network it is the cheapest of all, where pruned double backward must still
 traverse nearly the whole graph). Like every engine (:mod:`hesslens.operators.choice`), each must
-first agree with double backward on the first batch, :data:`TRIAL_COLUMNS` columns per block, on
+first agree with double backward on the first batch, with the first call's columns per block (at
+most :data:`TRIAL_COLUMNS`), on
 two calls (τ = √ε), timed block by block. Each block then takes the fastest verified candidate
 (within :data:`~hesslens.operators.choice.SPEED_MARGIN`: the padded product first, loops before
 vmap); one engine for all blocks is kept where that is as fast, else a
@@ -114,7 +115,7 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
     pieces: list[list[torch.Tensor]] = [[] for _ in vs]
     t0 = time.perf_counter()
     with preserved_state(op.model, op.mode), torch.no_grad():
-        engine = block_engine(op, groups)
+        engine = block_engine(op, groups, max(cols, default=1))
         for call in rounds(cols, op.max_columns, engine.pruned_blocks):
             tangents = [_split(vs[i][:, a:b], [op.param_shapes[j] for j in groups[i]]) for i, a, b in call]
             outs = engine.block_hvp([groups[i] for i, _, _ in call], tangents)
@@ -130,9 +131,10 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
     return [h.to(out_dtype) for h in hv]
 
 
-def block_engine(op: "HessianOperator", groups: Sequence[Sequence[int]]) -> Engine:
-    """The engine of ``op``'s block products: chosen at the first call (timed on ``groups``) and kept;
-    the choice and its checks go into ``op.engine_report``."""
+def block_engine(op: "HessianOperator", groups: Sequence[Sequence[int]], columns: int = 1) -> Engine:
+    """The engine of ``op``'s block products: chosen at the first call (timed on ``groups``, with as many
+    columns per block as that call has, at most :data:`TRIAL_COLUMNS`) and kept; the choice and its checks go
+    into ``op.engine_report``."""
     if op._block_engine is not None:
         return op._block_engine
     t0 = time.perf_counter()
@@ -140,7 +142,7 @@ def block_engine(op: "HessianOperator", groups: Sequence[Sequence[int]]) -> Engi
         engine, label, checks = op._engine, op._engine.label, ()
         reason = "the operator's engine: double backward, each block's backward pass pruned to its parameters"
     else:
-        engine, label, reason, checks = _choose(op, [tuple(g) for g in groups])
+        engine, label, reason, checks = _choose(op, [tuple(g) for g in groups], max(1, min(columns, TRIAL_COLUMNS)))
     op._block_engine = engine
     build = dict(op.engine_report.build_seconds)
     if checks:
@@ -150,23 +152,24 @@ def block_engine(op: "HessianOperator", groups: Sequence[Sequence[int]]) -> Engi
     return engine
 
 
-#: Columns per block in the block-product trial (two, so that vmap is timed batching something).
-TRIAL_COLUMNS = 2
+#: The most columns per block in the block-product trial. It takes the first call's (an SLQ over a view
+#: multiplies its probes per block per step): vmap's cost per column depends on how many it batches.
+TRIAL_COLUMNS = 8
 
 
 def _flat(blocks: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
     return tuple(t for block in blocks for t in block)
 
 
-def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engine, str, str, list[EngineCheck]]:
+def _choose(op: "HessianOperator", groups: list[tuple[int, ...]], trial: int = 1) -> tuple[Engine, str, str, list[EngineCheck]]:
     """Padded products of the operator's engine, or verified pruned engines where they are faster for
     ``op.expected_matvecs`` block columns — one engine for all blocks, or per block the fastest (see the
     module docstring)."""
     first = next(iter(op.data))
     gen = torch.Generator(device="cpu").manual_seed(0)
-    tangents = [tuple(torch.randn(TRIAL_COLUMNS, *op.param_shapes[j], generator=gen, dtype=op.dtype).to(op.device)
+    tangents = [tuple(torch.randn(trial, *op.param_shapes[j], generator=gen, dtype=op.dtype).to(op.device)
                       for j in g) for g in groups]
-    columns, per_block_columns = TRIAL_COLUMNS * len(groups), op.expected_matvecs / len(groups)
+    columns, per_block_columns = trial * len(groups), op.expected_matvecs / len(groups)
     t0 = time.perf_counter()
     ref = DoubleBackwardEngine(op._loss, op._primal, [first], (1.0,), use_vmap=False)
     build = time.perf_counter() - t0
@@ -212,7 +215,7 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engin
                     for i, (g, t) in enumerate(zip(groups, tangents)):
                         t0 = time.perf_counter()
                         out = candidate.block_hvp([g], [t])
-                        seconds[i] = (time.perf_counter() - t0) / TRIAL_COLUMNS
+                        seconds[i] = (time.perf_counter() - t0) / trial
                         errors.append(_relative_error(_flat(out), _flat([reference[i]])))
             except UNSUPPORTED as err:
                 checks.append(EngineCheck(label, "unavailable", _first_line(err)))
@@ -238,17 +241,17 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]]) -> tuple[Engin
     single_total = totals[best_single] if best_single is not None else math.inf
     if min(single_total, mixed_total) >= (1 - SPEED_MARGIN) * padded_total:
         reason = (f"the operator's engine on padded columns: no pruned candidate faster by more than {SPEED_MARGIN:.0%} "
-                  f"for {op.expected_matvecs} block columns (timed on the first batch, {TRIAL_COLUMNS} columns per block)")
+                  f"for {op.expected_matvecs} block columns (timed on the first batch, {trial} column{'s' if trial > 1 else ''} per block)")
         checks = [replace(c, status="chosen") if c.label == padded_label else c for c in checks]
         return op._engine, padded_label, reason, checks
     engines: dict[str, Engine] = {}
 
     def final(label: str) -> Engine:  # the engine over every batch for a verified trial candidate
         if label not in engines:
-            _, _, trial, use_vmap = verified[label]
+            _, _, tried, use_vmap = verified[label]
             if reuse:
-                engines[label] = trial
-            elif isinstance(trial, BlockLinearizeEngine):
+                engines[label] = tried
+            elif isinstance(tried, BlockLinearizeEngine):
                 engines[label] = next((e for e in engines.values() if isinstance(e, BlockLinearizeEngine)), None) or \
                     BlockLinearizeEngine(op._loss, op._primal, list(op.data), weights, use_vmap, groups)
             elif kept:

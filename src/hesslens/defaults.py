@@ -6,7 +6,7 @@ Nothing is downloaded: ``sklearn.datasets.load_digits`` ships with scikit-learn 
 * split: a seeded permutation puts 80% of the images in the training set, 20% in the test set;
 * features are standardised with the *training* mean and standard deviation (constant pixels,
   whose standard deviation is 0, are only centred);
-* the MLP 64 → 32 → 10 with tanh (smooth, so its Hessian exists everywhere) is initialised from
+* the MLP 64 → 16 → 10 with tanh (smooth, so its Hessian exists everywhere) is initialised from
   ``seed`` inside a forked RNG, leaving the caller's global random stream untouched;
 * training is full-batch Adam on the mean cross-entropy for a fixed number of epochs, so there is
   no sampling order to reproduce.
@@ -84,7 +84,7 @@ def digits_split(seed: int = 0) -> DigitsSplit:
 
 
 def build_model(seed: int = 0) -> nn.Module:
-    """The untrained 64 → 32 → 10 tanh MLP, initialised from ``seed`` without touching the global RNG."""
+    """The untrained 64 → 16 → 10 tanh MLP, initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Linear(64, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 10))

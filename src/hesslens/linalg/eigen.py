@@ -23,7 +23,8 @@ needs 3·n² float64 numbers (the matrix, LAPACK's copy, the eigenvectors) and i
 
 The solver itself, :func:`restarted_lanczos`, is a generator that yields each block to multiply and
 is sent its product: :func:`eigenvalues` drives one with the operator's products, the per-block
-solver of :mod:`hesslens.linalg.block_lanczos` one per diagonal block with shared padded products.
+solver of :mod:`hesslens.linalg.block_lanczos` one per diagonal block, all advanced by shared block
+products (pruned to each block where the operator can, else zero-padded).
 """
 
 from __future__ import annotations

@@ -416,6 +416,32 @@ def test_a_mixed_block_engine_gives_every_block_its_own_engine(monkeypatch):
         "linearize+loop (pruned per block)", "linearize+vmap (pruned per block)"}
 
 
+def test_a_second_view_with_other_blocks_uses_the_padded_products_for_them(monkeypatch):
+    """The per-block linearisation is built and verified for the first view's blocks; another view on the same
+    operator (other blocks) gets correct products through the operator's own engine for its unseen blocks."""
+    import time
+
+    def slowed(self, groups, tangents):
+        time.sleep(0.02)
+        return original(self, groups, tangents)
+
+    original = DoubleBackwardEngine.block_hvp
+    op = _fresh("linearize+loop", expected_matvecs=10_000)
+    checks = tuple(replace(c, seconds_per_column=1.0) if c.status == "chosen" else c for c in op.engine_report.checks)
+    op.engine_report = replace(op.engine_report, checks=checks)  # padded products dear, double backward slow
+    monkeypatch.setattr(DoubleBackwardEngine, "block_hvp", slowed)
+    h = dense("cnn-bn-eval")
+    scale = float(h.abs().max())
+    for spec in ("auto", "parameters"):
+        view = hl.blocks(op, spec)
+        vs = [_columns(s, 2, i) for i, s in enumerate(view.sizes)]
+        for i, hv in enumerate(view.matmat(vs)):
+            idx = _indices(view, i)
+            _close(hv, h[idx][:, idx] @ vs[i], scale)
+        assert "linearize" in op.engine_report.block_engine and "pruned per block" in op.engine_report.block_engine
+    assert len(hl.blocks(op, "parameters")) > len(hl.blocks(op, "auto"))
+
+
 def test_block_engine_streams_where_a_second_cache_does_not_fit():
     op = _fresh("linearize+loop")
     op._budget = op._cache_bytes  # the linearisation fits, a kept double-backward graph next to it does not

@@ -201,7 +201,7 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]], trial: int = 1
                     label = f"linearize+{mode} (pruned per block)"
                     if lin is None:
                         t0 = time.perf_counter()
-                        lin = BlockLinearizeEngine(op._loss, op._primal, [first], (1.0,), False, groups)
+                        lin = BlockLinearizeEngine(op._loss, op._primal, [first], (1.0,), False, groups, op._engine)
                         lin_build = (time.perf_counter() - t0) * len(op.data)
                     candidate, cost = lin, (0.0 if reuse else lin_build)
                 elif kept:
@@ -253,7 +253,7 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]], trial: int = 1
                 engines[label] = tried
             elif isinstance(tried, BlockLinearizeEngine):
                 engines[label] = next((e for e in engines.values() if isinstance(e, BlockLinearizeEngine)), None) or \
-                    BlockLinearizeEngine(op._loss, op._primal, list(op.data), weights, use_vmap, groups)
+                    BlockLinearizeEngine(op._loss, op._primal, list(op.data), weights, use_vmap, groups, op._engine)
             elif kept:
                 engines[label] = next((e for e in engines.values() if isinstance(e, DoubleBackwardEngine)), None) or \
                     DoubleBackwardEngine(op._loss, op._primal, list(op.data), weights, use_vmap=use_vmap)

@@ -242,14 +242,17 @@ class BlockLinearizeEngine(Engine):
     """H_ii V_i by linearising each block's own gradient θ_i ↦ ∇_{θ_i} L(θ_i; the rest of θ fixed), traced
     once per block and batch: the product an operator over that block alone computes with linearize — the
     tangents start at the block and the reverse pass stops there, so an early block of a deep network costs
-    less than a full (padded) product. ``groups`` are the blocks it serves; it has no full product."""
+    less than a full (padded) product. ``groups`` are the blocks it was built (and verified) for; other
+    groups go to ``fallback`` (the operator's own engine, padded), or are refused without one. It has no
+    full product."""
 
     name = "linearize"
     pruned_blocks = True
 
     def __init__(self, loss: BatchLoss, params: Params, batches: Sequence[Any] | Any, weights: Sequence[float],
-                 use_vmap: bool, groups: Sequence[Sequence[int]]):
+                 use_vmap: bool, groups: Sequence[Sequence[int]], fallback: Engine | None = None):
         super().__init__(loss, params, batches, weights, use_vmap)
+        self.fallback = fallback
         self._jvps = {tuple(g): [linearize_gradient(lambda q, g=tuple(g), b=b: self.loss(self._with(g, q), b),
                                                     tuple(params[j] for j in g)) for b in self.batches]
                       for g in groups}
@@ -266,6 +269,11 @@ class BlockLinearizeEngine(Engine):
     def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:
         out = []
         for group, tangent in zip(groups, tangents):
+            if tuple(group) not in self._jvps:
+                if self.fallback is None:
+                    raise KeyError(f"no linearisation of block {tuple(group)}: built for {list(self._jvps)}")
+                out.extend(self.fallback.block_hvp([group], [tangent]))
+                continue
             total = None
             for f, w in zip(self._jvps[tuple(group)], self.weights):
                 total = _accumulate(total, _quiet(lambda: _apply_columns(f, tangent, self.use_vmap)), w)

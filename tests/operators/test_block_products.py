@@ -357,14 +357,16 @@ def test_block_engine_refuses_a_disagreeing_candidate(monkeypatch):
 
 
 @pytest.mark.parametrize("use_vmap", [False, True])
-def test_per_block_linearisations_are_the_dense_blocks(use_vmap):
-    """BlockLinearizeEngine over several batches (weights n_b/N): H_ii V_i of the dense Hessian, block by block."""
-    op = _fresh("linearize+loop")
+@pytest.mark.parametrize("name", CASES)
+def test_per_block_linearisations_are_the_dense_blocks(name, use_vmap):
+    """BlockLinearizeEngine over several batches (weights n_b/N): H_ii V_i of the dense Hessian, block by block,
+    on every kind of model the block engine may be chosen for (a linearize operator)."""
+    op = operator(name, "linearize+loop")
     view = hl.blocks(op)
     groups = [tuple(op.param_names.index(p) for p in params) for params in view.params]
-    h = dense("cnn-bn-eval")
+    h = dense(name)
     scale = float(h.abs().max())
-    with preserved_state(op.model, op.mode):  # as the operator multiplies: BatchNorm in eval mode
+    with preserved_state(op.model, op.mode):  # as the operator multiplies (BatchNorm in the operator's mode)
         engine = BlockLinearizeEngine(op._loss, op._primal, list(op.data), op.data.weights(op.reduction), use_vmap,
                                       groups)
         for i, g in enumerate(groups):

@@ -23,20 +23,11 @@ from hesslens.operators.blocks import BlockView
 from hesslens.operators.hessian import HessianOperator
 from hesslens.report.layerwise_figures import block_label
 
-DT = torch.float64
+from _block_models import DT, block_model
+
 CE = nn.CrossEntropyLoss()
 # the module (hesslens.analysis.layerwise, the attribute, is the function)
 layerwise_module = importlib.import_module("hesslens.analysis.layerwise")
-
-
-class TinyTransformer(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=6, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layer(x).mean(1))
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,22 +35,7 @@ def case(name: str):
     """(model, data, dense float64 Hessian) of a tiny model; the tests only read them."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if name == "mlp":
-        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
-        data = (torch.randn(12, 4, generator=g, dtype=DT), torch.randint(0, 3, (12,), generator=g))
-    elif name == "cnn-bn":
-        model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(),
-                              nn.Linear(2 * 4 * 4, 3)).to(DT)
-        with torch.no_grad():
-            model[1].running_mean.copy_(torch.tensor([0.2, -0.1], dtype=DT))
-            model[1].running_var.copy_(torch.tensor([0.8, 1.3], dtype=DT))
-            model[1].weight.copy_(torch.tensor([1.2, 0.7], dtype=DT))
-        data = (torch.randn(8, 1, 4, 4, generator=g, dtype=DT), torch.randint(0, 3, (8,), generator=g))
-    elif name == "transformer":
-        model = TinyTransformer().to(DT)
-        data = (torch.randn(6, 3, 4, generator=g, dtype=DT), torch.randint(0, 2, (6,), generator=g))
-    else:
-        raise ValueError(name)
+    model, data = block_model(name, g)
     dense = HessianOperator(model, CE, data, engine="double_backward").dense().numpy()
     return model, data, dense
 

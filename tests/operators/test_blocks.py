@@ -16,9 +16,9 @@ import hesslens as hl
 from hesslens.errors import InvalidInputError
 from hesslens.operators.blocks import ROOT, BlockView
 
+from _block_models import DT, block_model
 from conftest import _flat_function, concatenated_objective
 
-DT = torch.float64
 
 
 def _columns(n: int, k: int, seed: int) -> torch.Tensor:
@@ -26,16 +26,6 @@ def _columns(n: int, k: int, seed: int) -> torch.Tensor:
 
 
 # -- tiny float64 models (built once per process; the tests only read them) -------------------------
-
-
-class TinyTransformer(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=6, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layer(x).mean(1))
 
 
 class OwnParameter(nn.Module):
@@ -56,20 +46,8 @@ def model_case(name: str):
     """(model, operator) for a tiny model, double-backward engine (cheap to build)."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if name == "mlp":
-        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
-        data = (torch.randn(12, 4, generator=g, dtype=DT), torch.randint(0, 3, (12,), generator=g))
-    elif name == "cnn-bn":
-        model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(),
-                              nn.Linear(2 * 4 * 4, 3)).to(DT)
-        with torch.no_grad():  # non-trivial running statistics and affine parameters
-            model[1].running_mean.copy_(torch.tensor([0.2, -0.1], dtype=DT))
-            model[1].running_var.copy_(torch.tensor([0.8, 1.3], dtype=DT))
-            model[1].weight.copy_(torch.tensor([1.2, 0.7], dtype=DT))
-        data = (torch.randn(8, 1, 4, 4, generator=g, dtype=DT), torch.randint(0, 3, (8,), generator=g))
-    elif name == "transformer":
-        model = TinyTransformer().to(DT)
-        data = (torch.randn(6, 3, 4, generator=g, dtype=DT), torch.randint(0, 2, (6,), generator=g))
+    if name in ("mlp", "cnn-bn", "transformer"):
+        model, data = block_model(name, g)
     elif name == "own":
         model = OwnParameter().to(DT)
         data = (torch.randn(10, 3, generator=g, dtype=DT), torch.randint(0, 3, (10,), generator=g))

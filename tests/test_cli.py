@@ -65,6 +65,27 @@ def test_default_summary_schema_and_consistency(default_run):
     assert s.engine["name"] and s.timings["total"] > 0 and s.model["test_accuracy"] > 0.9
 
 
+def test_analyze_under_torchrun_matches_one_process(default_run, tmp_path):
+    """Two ranks on loopback (gloo), each analysing its half of the default data: rank 0 writes the one
+    report, and its numbers are the single-process run's to rounding."""
+    out = tmp_path / "report"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "--no-python",
+                           str(Path(sys.executable).with_name("hesslens")), "analyze", "--out", str(out),
+                           "--steps", "20", "--probes", "3"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("report.html") == 1  # one summary, printed by rank 0
+    one, two = load_summary(default_run[0]), load_summary(out)
+    assert two.settings["world_size"] == 2 and two.data["shards"] == [[719, 1], [719, 1]]
+    assert two.data["samples"] == one.data["samples"] == 1438
+    for a, b in [(one.lambda_max, two.lambda_max), (one.lambda_min, two.lambda_min)]:
+        assert b["value"] == pytest.approx(a["value"], rel=1e-5)
+    assert two.trace["estimate"] == pytest.approx(one.trace["estimate"], rel=1e-5)
+    assert two.data["loss_value"] == pytest.approx(one.data["loss_value"], rel=1e-6)
+    np.testing.assert_allclose(two.spectral_density.nodes, one.spectral_density.nodes, rtol=1e-4, atol=1e-6)
+    assert [r["block"] for r in two.layerwise["table"]] == [r["block"] for r in one.layerwise["table"]]
+
+
 def test_default_lambdas_match_the_exact_spectrum_of_the_rebuilt_model(default_run, default_reference):
     out, _ = default_run
     problem, exact = default_reference

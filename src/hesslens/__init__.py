@@ -10,7 +10,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from . import lazy as _lazy
-from .errors import EngineRefusedError, HesslensError, InvalidInputError, MemoryBudgetError, NonDeterministicLossError
+from .errors import DistributedMismatchError, EngineRefusedError, HesslensError, InvalidInputError, MemoryBudgetError, NonDeterministicLossError
 
 __version__ = "0.1.0"
 
@@ -29,15 +29,16 @@ _LAZY: dict[str, str] = {
     "plot_hesd": ".report.hesd_figure",
     **dict.fromkeys(("plot_layerwise", "layerwise_heatmap"), ".report.layerwise_figures"),
     "BlockResults": ".linalg", "BlockView": ".operators", "blocks": ".operators.blocks",
+    "shard": ".operators.distributed",
 }
 
 __all__ = [
-    "EigenResult", "EngineRefusedError", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
+    "DistributedMismatchError", "EigenResult", "EngineRefusedError", "HesslensError", "HessianOperator", "InvalidInputError", "MemoryBudgetError",
     "NonDeterministicLossError", "SpectralDensity", "TraceResult", "as_operator", "eigenvalues",
     "exact_spectrum", "preserved_state", "spectral_density", "trace", "__version__",
     "datasets", "TrainResult", "Tracker", "train", "SharpnessResult", "sharpness", "hesd_criteria", "hesd_type",
     "assess", "compare", "Assessment", "plot_hesd", "BlockResults", "BlockView", "blocks",
-    "Layerwise", "layerwise", "plot_layerwise", "layerwise_heatmap",
+    "Layerwise", "layerwise", "plot_layerwise", "layerwise_heatmap", "shard",
 ]
 
 
@@ -52,6 +53,7 @@ if _TYPE_CHECKING:  # what static checkers and IDEs see: the same names, importe
                          spectral_density, trace)
     from .operators import BlockView, HessianOperator, as_operator, preserved_state
     from .operators.blocks import blocks
+    from .operators.distributed import shard
     from .report.hesd_figure import plot_hesd
     from .report.layerwise_figures import layerwise_heatmap, plot_layerwise
     from .training import TrainResult, Tracker, train

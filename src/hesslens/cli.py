@@ -174,6 +174,8 @@ def analyze(out: Path, model_spec: str | None, checkpoint: str | None, data_spec
                          steps, probes, trace_matvecs, seed, tol, quiet, layerwise)
     except HesslensError as exc:
         raise HesslensFailure(exc) from exc
+    if files is None:  # a rank other than 0 of a torchrun launch: rank 0 writes the report
+        return
     if quiet:
         click.echo(str(files.report_html))
         return
@@ -208,12 +210,18 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
     from torch import nn
 
     from .operators import HessianOperator
+    from .operators import distributed as shared
     from .report import STEPS, AnalysisSettings, analyze_operator, write_report
+
+    # Under torchrun every rank runs this command on its shard of the data; rank 0 writes the report.
+    joined = shared.init_from_environment("gloo")  # the CLI analyses on the CPU
+    launched = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if launched else 0
 
     settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol,
                                 k=k, which=which, layerwise=layerwise)
     first = "train default model" if model_spec is None else "load model and data"
-    progress = False if quiet else None
+    progress = False if quiet or rank != 0 else None
     bar = _Steps([first, "build operator", *(STEPS if layerwise else STEPS[:-1]), "write report"], enabled=progress)
     timings: dict[str, float] = {}
     extra: dict[str, Any] = {}
@@ -248,6 +256,9 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
                 info["checkpoint"] = str(checkpoint)
             data_info = {"name": data_spec}
             timings["load"] = time.perf_counter() - t0
+        if launched:
+            shared.broadcast_module(model)  # every rank analyses rank 0's model
+            data = shared.shard(data)
 
         bar.start("build operator")
         t0 = time.perf_counter()
@@ -272,14 +283,19 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
         command = _command(model_spec, checkpoint, data_spec, loss, mode, params, k, which, steps, probes,
                            trace_matvecs, seed, tol, layerwise)
         summary = analyze_operator(op, settings, model_info=info, data_info=data_info,
-                                   extra_settings={"loss": loss, "params": list(params) or None, "command": command},
+                                   extra_settings={"loss": loss, "params": list(params) or None, "command": command,
+                                                   **({"world_size": torch.distributed.get_world_size()} if launched else {})},
                                    timings=timings,
                                    progress=progress,
                                    on_step=bar.start)
+        if rank != 0:
+            return None
         bar.start("write report")
         return write_report(summary, out, started=started, extra=extra)
     finally:
         bar.close()
+        if joined:
+            torch.distributed.destroy_process_group()
 
 
 def _command(model_spec: str | None, checkpoint: str | None, data_spec: str | None, loss: str, mode: str,

@@ -23,3 +23,8 @@ class MemoryBudgetError(HesslensError, MemoryError):
 
 class EngineRefusedError(HesslensError, RuntimeError):
     """No product engine (or not the requested one) gives products that agree with double backward."""
+
+
+class DistributedMismatchError(HesslensError, RuntimeError):
+    """The ranks of a distributed operator asked for different products: they are not running the same
+    analysis (a different ``seed=``, setting or order of estimators on some rank)."""

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 from collections import Counter
 
 import pandas as pd
@@ -87,3 +94,59 @@ def test_ray_executor_on_a_local_instance(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM series").fetchone()[0] == 4 * 3
     finally:
         conn.close()
+
+
+@pytest.fixture
+def ray_head():
+    """A real Ray head (``ray start --head --block``) on loopback, in its own session so that stopping it
+    stops its processes and nobody else's; yields its address. Its workers import the toy study."""
+    pytest.importorskip("ray", reason="ray is an optional dependency (pip install 'ray>=2.9')")
+    temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # Ray's socket paths must stay short
+    port = _free_port()
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    log = open(os.path.join(temp, "head.log"), "w")
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--node-ip-address", "127.0.0.1", "--temp-dir", temp],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in open(log.name).read():
+            assert head.poll() is None and time.monotonic() < deadline, open(log.name).read()[-3000:]
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head and every process it started (its session)
+        head.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the last of them has exited
+            try:
+                os.killpg(head.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_executor_joins_a_running_cluster(tmp_path, ray_head):
+    import ray
+
+    log, out = tmp_path / "log", tmp_path / "out"
+    spec = [{"x": [1.0, 2.0, 3.0], "log": str(log)}, {"x": 4.0, "mode": "fail", "log": str(log)}]
+    summary = run_study(STUDY, spec, out, executor="ray", ray_address=ray_head, progress=False)
+    assert not ray.is_initialized()  # the driver disconnects; the cluster is not its to stop
+    assert summary.counts["done"] == 3 and summary.counts["failed"] == 1
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df["x"]) == [1.0, 2.0, 3.0] and (df["pid"] != os.getpid()).all()
+    # run again against the same cluster: everything finished is skipped, the failed run is retried
+    again = run_study(STUDY, spec, out, executor="ray", ray_address=ray_head, progress=False)
+    assert again.skipped == 3 and again.executed == 1

@@ -100,7 +100,8 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
     """H_ii V_i per group of ``op``'s parameter tensors (see :meth:`HessianOperator.block_torch_matmat`):
     as ``torch_matmat`` does, in ``op``'s dtype and device, the model's state preserved, chunked to
     ``op.max_columns`` columns, counted in ``op.matvecs`` and ``op.product_seconds``, non-finite
-    products refused, every block's product through ``op._reduce``; returned in the dtype of ``vs``."""
+    products refused, all blocks' products summed over the ranks of a distributed operator by one
+    all-reduce (``op._reduce_blocks``); returned in the dtype of ``vs``."""
     sizes = [math.prod(s) for s in op.param_shapes]
     if not all(g and all(isinstance(j, int) and 0 <= j < len(sizes) for j in g) and list(g) == sorted(set(g))
                for g in groups):
@@ -110,6 +111,7 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
                                      for v, m in zip(vs, rows)):
         raise InvalidInputError(f"expected one (m_i, c_i) tensor per group, with m_i = {rows}")
     out_dtype = vs[0].dtype if vs else torch.float64
+    op._check_product(vs)
     vs = [v.to(op.dtype).to(op.device) for v in vs]
     cols = [v.shape[1] for v in vs]
     pieces: list[list[torch.Tensor]] = [[] for _ in vs]
@@ -121,8 +123,9 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
             outs = engine.block_hvp([groups[i] for i, _, _ in call], tangents)
             for (i, _, _), parts in zip(call, outs):
                 pieces[i].append(torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1).T)
-    hv = [op._reduce(p[0] if len(p) == 1 else torch.cat(p, dim=1)) if p else v.new_zeros(v.shape)
-          for p, v in zip(pieces, vs)]
+    # one all-reduce for every block of a distributed operator; a block without columns has nothing to add
+    hv = op._reduce_blocks([p[0] if len(p) == 1 else torch.cat(p, dim=1) if p else v.new_zeros(v.shape)
+                            for p, v in zip(pieces, vs)])
     op.product_seconds += time.perf_counter() - t0
     op.matvecs += sum(cols)
     # min and max propagate NaN and show ±Inf without a mask, as torch_matmat checks its products

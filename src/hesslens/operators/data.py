@@ -121,15 +121,21 @@ class AnalysisData:
     sizes: tuple[int, ...]
     batch_dim: BatchDim = 0
     batch_size: BatchSize | None = None
+    #: samples of the whole analysis set where these batches are one process's shard of it
+    #: (:mod:`hesslens.operators.distributed`); None where they are all of it
+    population: int | None = None
 
     @property
     def total(self) -> int:
+        """Samples in these batches."""
         return sum(self.sizes)
 
     def weights(self, reduction: str) -> tuple[float, ...]:
+        """w_b: 1 for a sum-reduced loss, n_b / N for a mean (N over every shard where this is one)."""
         if reduction == "sum":
             return tuple(1.0 for _ in self.sizes)
-        return tuple(n / self.total for n in self.sizes)
+        everything = self.population or self.total
+        return tuple(n / everything for n in self.sizes)
 
     def __iter__(self):
         return iter(self.source)

@@ -11,6 +11,8 @@ columns of V and computed by an engine of :mod:`hesslens.operators.engines`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -28,6 +30,7 @@ from .base import assemble_dense
 from .block_products import block_matmat
 from .choice import agreement_tolerance, choose_engine, profile_gradient, verified_engine
 from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data, first_non_finite_leaf
+from .distributed import Collective
 from .engines import ENGINES
 from .loss import LossModule, declared_reduction, explain_failure, probe_reduction
 from .params import ParamSelection, select_parameters
@@ -72,6 +75,11 @@ class HessianOperator:
     cache_budget : bytes the cached engines may hold; default the memory budget of
         :mod:`hesslens.memory` (``$HESSLENS_MEMORY_BUDGET``, else a quarter of physical memory).
     check_determinism : evaluate the first batch twice and refuse a stochastic loss.
+    distributed : None (default): where ``torch.distributed`` is initialised with several ranks, ``data`` is
+        this rank's shard of the analysis set and H is the Hessian over every rank's samples (weights
+        with the global sample count, products all-reduced; :mod:`hesslens.operators.distributed`);
+        every rank must then run the same estimators with the same ``seed=``. ``False``: this
+        process's data alone. ``True``: require a process group.
 
     Attributes
     ----------
@@ -112,6 +120,7 @@ class HessianOperator:
         cache_budget: int | None = None,
         check_determinism: bool = True,
         expected_matvecs: int = 1000,
+        distributed: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -123,6 +132,34 @@ class HessianOperator:
                                     f"or '+loop' (e.g. 'linearize+loop'), got {engine!r}")
         self.model, self.mode = model, check_mode(mode)
         self.data_order = "fixed"
+        self._collective = group = Collective.resolve(distributed)
+        #: (samples, batches) of every rank's shard, in rank order; None in a single process
+        self.shards: tuple[tuple[int, int], ...] | None = None
+        together = group.together if group is not None else contextlib.nullcontext
+        with together():  # an unusable shard on one rank stops every rank, naming it
+            self._set_up(loss_fn, data, params, reduction, batch_dim, batch_size, batch_loss)
+        tolerance = agreement_tolerance(self.dtype)
+        with preserved_state(model, self.mode):
+            with together():
+                losses, first_batch = self._check_losses()
+                if check_determinism:
+                    self._check_determinism(losses, first_batch, tolerance)
+                probed = self._probe_reduction(tolerance) if self.reduction is None else None
+            if group is not None:
+                self._join_shards(group, probed)
+            elif self.reduction is None:
+                self._settle_reduction(probed, len(self.data))
+            with together():
+                self._choose_engine(engine, engine_name, columns, first_batch, max_columns, cache_budget,
+                                    expected_matvecs)
+        self._block_engine = None
+        weights = self.data.weights(self.reduction)
+        self.loss_value = float(self._reduce(torch.tensor([sum(w * l for w, l in zip(weights, losses))],
+                                                          dtype=torch.float64)))
+
+    def _set_up(self, loss_fn, data, params, reduction, batch_dim, batch_size, batch_loss) -> None:
+        """What the constructor reads from its arguments, before any loss is evaluated."""
+        model = self.model
         self.data: AnalysisData = as_analysis_data(data, batch_dim, batch_size)
         self.reduction = declared_reduction(loss_fn, reduction)
         self.reduction_source = "declared" if reduction is not None else ("loss_fn.reduction" if self.reduction else "")
@@ -145,38 +182,45 @@ class HessianOperator:
                        [*model.named_parameters(), *model.named_buffers()] if n not in self.blocks}
         self.matvecs = 0
         self.product_seconds = 0.0
-        tolerance = agreement_tolerance(self.dtype)
-        with preserved_state(model, self.mode):
-            losses, first_batch = self._check_losses()
-            if check_determinism:
-                self._check_determinism(losses, first_batch, tolerance)
-            if self.reduction is None:
-                self._probe_reduction(tolerance)
-            weights = self.data.weights(self.reduction)
-            profile = self._profile(first_batch)
-            per_batch = profile.saved_bytes
-            budget = memory.budget(cache_budget)
-            # A linearised or kept double-backward graph holds about three times what one gradient saves.
-            cache_fits = 3 * per_batch * len(self.data) <= budget
-            self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
-            # Only a cached engine holds every batch; streaming re-reads the data and needs the first.
-            cached = engine_name != "streaming" and (engine != "auto" or cache_fits)
-            batches = list(self.data) if cached else [first_batch]
-            t0 = time.perf_counter()
-            if engine == "auto":
-                choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
-                                       cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
-                                       expected_matvecs=expected_matvecs)
-            else:
-                choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
-                                         source=self.data if engine_name == "streaming" else batches,
-                                         linearize_blocker=profile.linearize_blocker())
-            self._engine, self.engine_report = choice.engine, choice.report
-            self.setup_seconds = time.perf_counter() - t0
+
+    def _join_shards(self, group: Collective, probed: str | None) -> None:
+        """Every rank's sample and batch counts and probed reduction: the weights use the global count."""
+        shards = group.gather((self.data.total, len(self.data), probed))
+        self.shards = tuple((n, b) for n, b, _ in shards)
+        self.data = dataclasses.replace(self.data, population=sum(n for n, _ in self.shards))
+        if self.reduction is None:
+            found = sorted({p for _, _, p in shards if p is not None})
+            if len(found) > 1:
+                raise InvalidInputError(f"the ranks probed different reductions of the loss ({', '.join(found)}); "
+                                        "pass reduction='mean' or reduction='sum'")
+            self._settle_reduction(found[0] if found else None, sum(b for _, b in self.shards))
+
+    def _choose_engine(self, engine: str, engine_name: str, columns: str, first_batch: Any,
+                       max_columns: int | None, cache_budget: int | None, expected_matvecs: int) -> None:
+        """Profile the first batch, size the caches and choose (or verify) the product engine."""
+        weights = self.data.weights(self.reduction)
+        profile = self._profile(first_batch)
+        per_batch = profile.saved_bytes
+        budget = memory.budget(cache_budget)
+        # A linearised or kept double-backward graph holds about three times what one gradient saves.
+        cache_fits = 3 * per_batch * len(self.data) <= budget
+        self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
+        # Only a cached engine holds every batch; streaming re-reads the data and needs the first.
+        cached = engine_name != "streaming" and (engine != "auto" or cache_fits)
+        batches = list(self.data) if cached else [first_batch]
+        t0 = time.perf_counter()
+        if engine == "auto":
+            choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
+                                   cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
+                                   expected_matvecs=expected_matvecs)
+        else:
+            choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
+                                     source=self.data if engine_name == "streaming" else batches,
+                                     linearize_blocker=profile.linearize_blocker())
+        self._engine, self.engine_report = choice.engine, choice.report
+        self.setup_seconds = time.perf_counter() - t0
         # What the block products' engine choice weighs (hesslens.operators.block_products.block_engine).
         self.expected_matvecs, self._cache_bytes, self._budget = expected_matvecs, 3 * per_batch * len(self.data), budget
-        self._block_engine = None
-        self.loss_value = float(sum(w * l for w, l in zip(weights, losses)))
 
     @property
     def engine_reason(self) -> str:
@@ -214,11 +258,14 @@ class HessianOperator:
                 first = batch if first is None else first
         return losses, first
 
-    def _probe_reduction(self, tolerance: float) -> None:
-        probed = probe_reduction(lambda b: self._loss(self._primal, b), self.data, tolerance)
+    def _probe_reduction(self, tolerance: float) -> str | None:
+        return probe_reduction(lambda b: self._loss(self._primal, b), self.data, tolerance)
+
+    def _settle_reduction(self, probed: str | None, batches: int) -> None:
+        """The probed reduction; for one batch (over every rank) any reduction weighs it 1; else an error."""
         if probed is not None:
             self.reduction, self.reduction_source = probed, "probed (loss of a batch against the batch doubled)"
-        elif len(self.data) == 1:
+        elif batches == 1:
             self.reduction, self.reduction_source = "as_given", "one batch (its weight is 1 for any reduction)"
         else:
             raise InvalidInputError(
@@ -288,12 +335,22 @@ class HessianOperator:
         return tuple(v[s].T.reshape(k, *shape) for s, shape in zip(self.blocks.values(), self.param_shapes))
 
     def _reduce(self, hv: torch.Tensor) -> torch.Tensor:
-        """Hook for products summed across processes (the distributed operator all-reduces here)."""
-        return hv
+        """This rank's part summed over the ranks of a distributed operator (Σ_r H_r V); as is otherwise."""
+        return hv if self._collective is None else self._collective.sum_(hv.contiguous())
+
+    def _reduce_blocks(self, hvs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`_reduce` of several products by one all-reduce."""
+        return list(hvs) if self._collective is None else self._collective.sum_many(hvs)
+
+    def _check_product(self, vs: Sequence[torch.Tensor]) -> None:
+        """On a distributed operator, refuse columns that differ between ranks (they would be summed)."""
+        if self._collective is not None:
+            self._collective.check_product(vs)
 
     def torch_matmat(self, v: torch.Tensor) -> torch.Tensor:
         """H V for a float64 (n, k) tensor, in float64: the entry point of the linear-algebra layer."""
         out_dtype = v.dtype
+        self._check_product([v])
         v = v.to(self.dtype).to(self.device)
         cols = []
         t0 = time.perf_counter()
@@ -352,7 +409,7 @@ class HessianOperator:
                     g = torch.autograd.grad(self._loss(leaves, batch), leaves, allow_unused=True)
                 total += w * torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1).double()
                                         for gi, p in zip(g, self._primal)])
-        return total
+        return self._reduce(total)
 
     def __repr__(self) -> str:
         return (f"HessianOperator(n={self.n}, params={len(self.param_names)}, samples={self.data.total}, "

@@ -205,8 +205,12 @@ def analyze_operator(
     module = getattr(op, "model", None)
     if names and module is not None and names != [name for name, _ in module.named_parameters()]:
         model["selected_parameters"] = names  # θ spans a part of the model (params=, or frozen parameters)
-    data_d = {**(data_info or {}), "samples": getattr(data, "total", None),
-              "batches": len(data) if data is not None else None, "loss_value": getattr(op, "loss_value", None),
+    # a distributed operator's data is this rank's shard: the summary describes the whole analysis set
+    shards = getattr(op, "shards", None) if hessian else None
+    data_d = {**(data_info or {}), "samples": (data.population or data.total) if data is not None else None,
+              "batches": (sum(b for _, b in shards) if shards else len(data)) if data is not None else None,
+              **({"shards": [list(s) for s in shards]} if shards else {}),
+              "loss_value": getattr(op, "loss_value", None),
               "reduction": getattr(op, "reduction", None), "reduction_source": getattr(op, "reduction_source", None),
               "order": getattr(op, "data_order", None)}
     return Summary(

@@ -19,7 +19,8 @@ parameter unit; every time in seconds)::
                  "tolerance", "checks": [{"label", "status", "reason", "seconds_per_column", "relative_error"}]},
       "timings": {step: seconds, ..., "total": seconds},
       "model": {"name", "parameters", "analysed_parameters", ...},
-      "data": {"name", "samples", "batches", "loss_value", "reduction", "reduction_source", "order"},
+      "data": {"name", "samples", "batches", "loss_value", "reduction", "reduction_source", "order",
+               "shards": [[samples, batches] per rank]},   # "shards" only from a torch.distributed run
       "versions": {"hesslens", "torch", "numpy", "python", "platform"},
       "hesd": {"type", "decisive", "balance", "balance_stderr", "scale", "margin", "qs_floor", "qs_relative",
                "reason", "applicable", "criteria": {"re", "kh", "re_stderr", "kh_stderr", "n", "undefined"} | null,

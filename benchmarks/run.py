@@ -235,26 +235,45 @@ def summary_table(results: dict[str, list[dict[str, Any]]]) -> str:
     def trace_s(r):
         return (r.get("trace") or {}).get("seconds")
 
-    lines = ["| model | metric | hesslens | fastest peer | peer value | peer / hesslens |", "|---|---|---|---|---|---|"]
+    def rss(r):
+        return r.get("peak_rss_mb")
+
+    lines = ["| model | metric | hesslens | fastest peer | peer value | peer / hesslens | target |",
+             "|---|---|---|---|---|---|---|"]
     for model, rows in results.items():
         hl = next((r for r in rows if r["library"] == "hesslens"), {})
-        for name, metric, fmt in (
-            ("grad-eq. per product (best column count)", _best_product, _fmt),
-            ("SLQ time", slq_s, _fmt_s),
-            ("λ_max time", lam, _fmt_s),
-            ("λ_max products", lam_products, lambda x: "—" if x is None else str(x)),
-            ("trace time", trace_s, _fmt_s),
+        for name, metric, fmt, target in (
+            ("grad-eq. per product (best column count)", _best_product, _fmt, 1.0),
+            ("SLQ time", slq_s, _fmt_s, SLQ_TARGET),
+            ("λ_max time", lam, _fmt_s, 1.0),
+            ("λ_max products", lam_products, lambda x: "—" if x is None else str(x), None),
+            ("trace time", trace_s, _fmt_s, 1.0),
+            ("peak RSS (leanest peer)", rss, lambda x: "—" if x is None else f"{x:,.0f} MB", 1 / MEMORY_TARGET),
         ):
             mine = metric(hl) if hl else None
             best, who = _fastest(rows, metric)
-            ratio = f"{best / mine:.2f}×" if (mine and best) else "—"
-            lines.append(f"| {model} | {name} | {fmt(mine)} | {who or '—'} | {fmt(best)} | {ratio} |")
+            ratio = best / mine if (mine and best) else None
+            lines.append(f"| {model} | {name} | {fmt(mine)} | {who or '—'} | {fmt(best)} | "
+                         f"{'—' if ratio is None else f'{ratio:.2f}×'} | {_mark(ratio, target)} |")
         if hl.get("lambda_max_eigsh"):
             mine, theirs = lam_products(hl), lam_products(hl, "lambda_max_eigsh")
             ratio = f"{theirs / mine:.2f}×" if (mine and theirs) else "—"
             lines.append(f"| {model} | λ_max products vs SciPy eigsh (same operator) | "
-                         f"{'—' if mine is None else mine} | SciPy eigsh | {'—' if theirs is None else theirs} | {ratio} |")
+                         f"{'—' if mine is None else mine} | SciPy eigsh | {'—' if theirs is None else theirs} | {ratio} | |")
     return "\n".join(lines)
+
+
+#: The targets of the summary's ✔: SLQ at least this many times faster than the fastest peer (or our
+#: PyHessian-style loop), peak memory within this factor of the leanest peer's; every other time at least
+#: level with the fastest peer.
+SLQ_TARGET, MEMORY_TARGET = 1.5, 1.5
+
+
+def _mark(ratio: float | None, target: float | None) -> str:
+    """``≥ 1.5× ✔`` where hesslens reaches the target ratio (peer / hesslens), ``✘`` where not."""
+    if target is None or ratio is None:
+        return ""
+    return f"≥ {target:.2g}× {'✔' if ratio >= target else '✘'}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def _drifting(original):
 def test_auto_refuses_a_drifting_engine_and_says_why(monkeypatch) -> None:
     monkeypatch.setattr(engines_module.LinearizeEngine, "hvp", _drifting(engines_module.LinearizeEngine.hvp))
     model, loss_fn, x, y = _gru_case()
-    op = hl.HessianOperator(model, loss_fn, (x, y))
+    op = hl.HessianOperator(model, loss_fn, (x, y), expected_matvecs=10**7)  # worth building a linearisation
     assert op.engine.startswith("double_backward")
     refused = {c.label: c for c in op.engine_report.refused}
     assert set(refused) == {"linearize+vmap", "linearize+loop"}

@@ -196,6 +196,18 @@ def operator(op: Any, name: str = "op") -> SymmetricOperator:
     return SymmetricOperator(sym.n, guarded(sym.matmat, sym.n, f"{name} ({type(source).__name__})"), source)
 
 
+def announce(op: Any, matvecs: int) -> None:
+    """Tell the operator behind ``op`` (a :class:`~hesslens.HessianOperator`, directly or behind a wrapper
+    or a block view) how many product columns an estimator is about to ask for, before its first: its
+    engine choice, if still pending, weighs set-up against them. Other operators have nothing to tell."""
+    for candidate in (op, getattr(op, "source", None), getattr(op, "operator", None),
+                      getattr(getattr(op, "operator", None), "source", None)):
+        expect = getattr(candidate, "expect", None)
+        if callable(expect):
+            expect(matvecs)
+            return
+
+
 def start_vectors(name: str, v0: Any, n: int, max_columns: int | None = None) -> torch.Tensor:
     """``v0`` of shape (n,) or (n, b) as a finite float64 (n, b) tensor without zero columns."""
     t = _as_tensor(v0, name) if isinstance(v0, (torch.Tensor, np.ndarray, list, tuple)) else None

@@ -229,9 +229,11 @@ def spectral_density(
     if isinstance(op, BlockView):
         from .block_lanczos import block_spectral_density
 
+        checks.announce(op, probes * sum(min(steps, m) for m in op.sizes))
         return block_spectral_density(op, steps, probes, seed, probe_batch=probe_batch, max_bytes=max_bytes,
                                       progress=progress)
     a = checks.operator(op)
+    checks.announce(a, probes * min(steps, a.n))
     gen = generator(seed)
     batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes)
     nodes = np.zeros((probes, steps))

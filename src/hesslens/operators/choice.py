@@ -16,6 +16,7 @@ by more than :data:`SPEED_MARGIN`: two runs on the same machine then rarely choo
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ PREFERENCE = ("double_backward+loop", "double_backward+vmap", "linearize+loop", 
 #: A later engine in PREFERENCE must beat an earlier one by this fraction of the total to be chosen.
 SPEED_MARGIN = 0.05
 
+#: Seconds a linearisation's build (tracing forward, backward and their tangents) takes per aten operation
+#: of one gradient, at least: 6–10 ms were measured in a fresh process on a 2-core machine (the benchmark
+#: MLP, CNN and transformer, 43, 49 and 330 operations: 0.42 s, 0.50 s and 2.1 s); taken lower so that a
+#: faster machine still tries a linearisation where it might pay.
+LINEARIZE_SECONDS_PER_OPERATION = 0.003
+
 #: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
 #: checks replay consistency uses one column: on large models set-up stays a few gradients.
 SLOW_CALL_SECONDS = 1.0
@@ -65,6 +72,11 @@ class GradientProfile:
     saved_bytes: int
     ops: frozenset[str]
     depends: bool = True  # whether the loss depends on the parameters at all
+    dispatches: int = 0  # aten operations one gradient runs (forward and backward)
+
+    def linearize_estimate(self) -> float:
+        """Seconds a linearisation of this gradient takes to build, estimated from its operations."""
+        return LINEARIZE_SECONDS_PER_OPERATION * self.dispatches
 
     def linearize_blocker(self) -> str | None:
         hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
@@ -75,9 +87,11 @@ class _OpRecorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.ops: set[str] = set()
+        self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.add(str(func))
+        self.count += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -98,13 +112,13 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
         if not value.requires_grad:
             return GradientProfile(total, frozenset(recorder.ops), depends=False)
         torch.autograd.grad(value, leaves, allow_unused=True)
-    return GradientProfile(total, frozenset(recorder.ops))
+    return GradientProfile(total, frozenset(recorder.ops), dispatches=recorder.count)
 
 
 @dataclass(frozen=True)
 class EngineCheck:
-    """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products) or
-    ``"unavailable"`` (it raised, or is known to crash)."""
+    """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products),
+    ``"unavailable"`` (it raised, or is known to crash) or ``"skipped"`` (not built: it could not pay off)."""
 
     label: str
     status: str
@@ -249,9 +263,15 @@ def choose_engine(
     linearize_blocker: str | None = None,
     expected_matvecs: int = 1000,
     probe_columns: int = 4,
+    linearize_estimate: float | None = None,
 ) -> EngineChoice:
     """Verify the candidate engines on the first batch, then keep the fastest verified one for
     ``expected_matvecs`` products (build time + products × seconds per column).
+
+    Double backward is timed first; the linearisation is built only where its estimated build time,
+    ``linearize_estimate`` seconds (:data:`LINEARIZE_SECONDS_PER_OPERATION` per operation of one gradient),
+    is below what ``expected_matvecs`` double-backward products cost — with fewer products it could not
+    pay for itself even if its own were free, and is recorded as ``"skipped"``.
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
     product is verified the same way and replaced by double backward where it disagrees.
@@ -263,17 +283,9 @@ def choose_engine(
     checks: list[EngineCheck] = []
     build = {DoubleBackwardEngine.name: ref_build}
     built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
-    if linearize_blocker:
-        checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
-    else:
-        try:
-            t0 = time.perf_counter()
-            built[LinearizeEngine.name] = LinearizeEngine(loss, params, [first_batch], (1.0,), use_vmap=True)
-            build[LinearizeEngine.name] = time.perf_counter() - t0
-        except UNSUPPORTED as err:
-            checks += [EngineCheck(f"linearize+{m}", "unavailable", _first_line(err)) for m in ("vmap", "loop")]
     total: dict[str, float] = {}
-    for name, engine in built.items():
+
+    def time_both(name: str, engine: Engine) -> None:
         for use_vmap in (False, True):  # both column strategies share one cache
             engine.use_vmap = use_vmap
             try:
@@ -284,13 +296,33 @@ def choose_engine(
             checks.append(check)
             if check.status == "verified":
                 total[engine.label] = build[name] + expected_matvecs * per_column
+
+    time_both(DoubleBackwardEngine.name, reference)
+    # Even with free products a linearisation cannot repay a build that costs more than the products it
+    # would replace: then it is not built (its tracing dominates a fresh process's set-up on small models).
+    cheapest = min(total.values(), default=math.inf)
+    if linearize_blocker:
+        checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
+    elif linearize_estimate is not None and (1 - SPEED_MARGIN) * cheapest <= linearize_estimate:
+        reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than the "
+                  f"{expected_matvecs} products it could replace ({cheapest:.2g} s with double backward)")
+        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
+    else:
+        try:
+            t0 = time.perf_counter()
+            built[LinearizeEngine.name] = LinearizeEngine(loss, params, [first_batch], (1.0,), use_vmap=True)
+            build[LinearizeEngine.name] = time.perf_counter() - t0
+        except UNSUPPORTED as err:
+            checks += [EngineCheck(f"linearize+{m}", "unavailable", _first_line(err)) for m in ("vmap", "loop")]
+        else:
+            time_both(LinearizeEngine.name, built[LinearizeEngine.name])
     if not total:
         raise EngineRefusedError("no Hessian-vector product engine gives verified products for this model:\n"
                                  + "\n".join(f"{c.label}: {c.reason}" for c in checks))
     best = min(total.values())
     label = next(lab for lab in PREFERENCE if lab in total and total[lab] <= best + SPEED_MARGIN * abs(best))
     name, mode = label.split("+")
-    if not any(c.label.startswith("linearize") and c.status == "verified" for c in checks):
+    if not any(c.label.startswith("linearize") and c.status in ("verified", "skipped") for c in checks):
         warnings.warn("hesslens: the linearize engine is not used for this model; using double backward: "
                       + _refusal_summary(checks), stacklevel=3)
     if len(batches) == 1 and tuple(weights) == (1.0,):  # the trial engine already holds the whole cache

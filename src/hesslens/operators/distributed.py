@@ -98,9 +98,16 @@ class Collective:
             raise InvalidInputError(f"rank {rank} of {self.world_size} failed: {message}")
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """All-reduce (sum) in place; returns the tensor."""
+        """All-reduce (sum) in place; returns the tensor. NCCL reduces CUDA tensors only: a CPU tensor (a
+        loss value, a float64 gradient) goes through the rank's GPU there."""
+        if self.backend == "nccl" and tensor.device.type == "cpu":
+            tensor.copy_(self.sum_(tensor.to(self._device())))
+            return tensor
         torch.distributed.all_reduce(tensor)
         return tensor
+
+    def _device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def sum_many(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Σ over ranks of several tensors of one dtype, by one all-reduce of their concatenation."""
@@ -121,7 +128,7 @@ class Collective:
         mine = torch.tensor([self.products, len(vs), sum(v.shape[0] for v in vs), sum(v.shape[-1] for v in vs),
                              sum(v.numel() for v in vs), sum(float(v.double().sum()) for v in vs),
                              sum(float(v.double().square().sum()) for v in vs)], dtype=torch.float64)
-        device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+        device = self._device()
         everyone = [torch.empty(mine.shape, dtype=mine.dtype, device=device) for _ in range(self.world_size)]
         torch.distributed.all_gather(everyone, mine.to(device))
         ref = everyone[0].cpu()

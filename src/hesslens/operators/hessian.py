@@ -89,7 +89,8 @@ class HessianOperator:
         (``block_engine``, ``block_reason``, ``block_checks``).
     reduction : ``"mean"`` or ``"sum"`` (``"as_given"`` for one batch whose reduction could not be
         probed: its weight is 1 either way); ``reduction_source`` says how it was known.
-    expected_matvecs : how many product columns the caller expects to need; ``"auto"`` weighs each
+    expected_matvecs : how many product columns the caller expects to need (default: what the first
+        estimator run on the operator announces, else 1000); ``"auto"`` weighs each
         engine's set-up time against that many products (a linearisation is slow to build and fast to
         replay, so it pays off for a spectral density, not for one λ_max).
 
@@ -119,7 +120,7 @@ class HessianOperator:
         max_columns: int | None = None,
         cache_budget: int | None = None,
         check_determinism: bool = True,
-        expected_matvecs: int = 1000,
+        expected_matvecs: int | None = None,
         distributed: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
@@ -150,9 +151,17 @@ class HessianOperator:
             elif self.reduction is None:
                 self._settle_reduction(probed, len(self.data))
             with together():
-                self._choose_engine(engine, engine_name, columns, first_batch, max_columns, cache_budget,
-                                    expected_matvecs)
+                self._size_caches(first_batch, max_columns, cache_budget)
         self._block_engine = None
+        # engine="auto" is chosen at the first product, for the products the first estimator announces
+        # (expect()), unless told now; ranks of a distributed operator choose together, now.
+        self.expected_matvecs = 1000 if expected_matvecs is None else expected_matvecs
+        self._announced = expected_matvecs is not None
+        self._chosen: Any = None
+        self._choice_args = (engine, engine_name, columns, first_batch)
+        if engine != "auto" or expected_matvecs is not None or group is not None:
+            with preserved_state(model, self.mode), together():
+                self._choose_engine()
         weights = self.data.weights(self.reduction)
         self.loss_value = float(self._reduce(torch.tensor([sum(w * l for w, l in zip(weights, losses))],
                                                           dtype=torch.float64)))
@@ -195,16 +204,38 @@ class HessianOperator:
                                         "pass reduction='mean' or reduction='sum'")
             self._settle_reduction(found[0] if found else None, sum(b for _, b in self.shards))
 
-    def _choose_engine(self, engine: str, engine_name: str, columns: str, first_batch: Any,
-                       max_columns: int | None, cache_budget: int | None, expected_matvecs: int) -> None:
-        """Profile the first batch, size the caches and choose (or verify) the product engine."""
-        weights = self.data.weights(self.reduction)
-        profile = self._profile(first_batch)
+    def _size_caches(self, first_batch: Any, max_columns: int | None, cache_budget: int | None) -> None:
+        """Profile one gradient of the first batch; size the caches and the products' column chunks."""
+        self._gradient_profile = profile = self._profile(first_batch)
         per_batch = profile.saved_bytes
-        budget = memory.budget(cache_budget)
+        self._budget = budget = memory.budget(cache_budget)
         # A linearised or kept double-backward graph holds about three times what one gradient saves.
-        cache_fits = 3 * per_batch * len(self.data) <= budget
+        self._cache_bytes = 3 * per_batch * len(self.data)
         self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
+
+    def expect(self, matvecs: int) -> None:
+        """Say how many product columns are about to follow, before the first: with ``engine="auto"`` the
+        engine is chosen at the first product, weighing each engine's build against that many products
+        (a linearisation is not even built where it could not pay off). Estimators announce their own
+        work (:func:`hesslens.eigenvalues` one basis, :func:`hesslens.trace` its ``num_matvecs``,
+        :func:`hesslens.spectral_density` ``probes × steps``); the first announcement, or
+        ``expected_matvecs=`` given to the constructor, counts."""
+        if not self._announced and self._chosen is None:
+            self.expected_matvecs, self._announced = max(1, int(matvecs)), True
+
+    @property
+    def _engine(self) -> Any:
+        if self._chosen is None:
+            with preserved_state(self.model, self.mode), torch.enable_grad():
+                self._choose_engine()
+        return self._chosen
+
+    def _choose_engine(self) -> None:
+        """Choose (or verify) the product engine for :attr:`expected_matvecs` products."""
+        engine, engine_name, columns, first_batch = self._choice_args
+        profile = self._gradient_profile
+        weights = self.data.weights(self.reduction)
+        cache_fits = self._cache_bytes <= self._budget
         # Only a cached engine holds every batch; streaming re-reads the data and needs the first.
         cached = engine_name != "streaming" and (engine != "auto" or cache_fits)
         batches = list(self.data) if cached else [first_batch]
@@ -212,15 +243,31 @@ class HessianOperator:
         if engine == "auto":
             choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
                                    cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
-                                   expected_matvecs=expected_matvecs)
+                                   expected_matvecs=self.expected_matvecs,
+                                   linearize_estimate=profile.linearize_estimate())
         else:
             choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
                                      source=self.data if engine_name == "streaming" else batches,
                                      linearize_blocker=profile.linearize_blocker())
-        self._engine, self.engine_report = choice.engine, choice.report
-        self.setup_seconds = time.perf_counter() - t0
-        # What the block products' engine choice weighs (hesslens.operators.block_products.block_engine).
-        self.expected_matvecs, self._cache_bytes, self._budget = expected_matvecs, 3 * per_batch * len(self.data), budget
+        self._chosen, self._engine_report = choice.engine, choice.report
+        self._setup_seconds = time.perf_counter() - t0
+        self._choice_args = None  # the first batch is no longer needed here
+
+    @property
+    def engine_report(self) -> Any:
+        """:class:`~hesslens.operators.choice.EngineReport` of the engine (chosen now if still pending)."""
+        self._engine
+        return self._engine_report
+
+    @engine_report.setter
+    def engine_report(self, report: Any) -> None:
+        self._engine_report = report
+
+    @property
+    def setup_seconds(self) -> float:
+        """Seconds the engine choice took (its builds and timed trials)."""
+        self._engine
+        return self._setup_seconds
 
     @property
     def engine_reason(self) -> str:
@@ -351,13 +398,14 @@ class HessianOperator:
         """H V for a float64 (n, k) tensor, in float64: the entry point of the linear-algebra layer."""
         out_dtype = v.dtype
         self._check_product([v])
+        engine = self._engine  # chosen now if still pending (its set-up is not product time)
         v = v.to(self.dtype).to(self.device)
         cols = []
         t0 = time.perf_counter()
         with preserved_state(self.model, self.mode), torch.no_grad():
             for start in range(0, v.shape[1], self.max_columns):
                 chunk = v[:, start:start + self.max_columns]
-                parts = self._engine.hvp(self._split(chunk))
+                parts = engine.hvp(self._split(chunk))
                 cols.append(torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1).T)
         hv = self._reduce(cols[0] if len(cols) == 1 else torch.cat(cols, dim=1))
         self.product_seconds += time.perf_counter() - t0

@@ -42,7 +42,8 @@ import torch
 
 from ..errors import InvalidInputError
 from ..linalg import eigenvalues, spectral_density, trace
-from ..linalg.eigen import WHICH
+from ..linalg.checks import announce
+from ..linalg.eigen import WHICH, restart_plan
 from .figures import save_density_png
 from .hesd_figure import save_hesd_png
 from .html import write_html
@@ -145,9 +146,13 @@ def analyze_operator(
         if on_step is not None:
             on_step(name)
 
+    k, which = settings.k, settings.which
+    # The whole analysis's products, announced before the first (the engine is chosen for all of them,
+    # not for the eigenvalues that come first): one Lanczos basis per end, the trace, the density.
+    basis = min(restart_plan(n, k, which, settings.tol, None, None, None).m, n)
+    announce(op, 2 * basis + settings.trace_matvecs + settings.probes * steps)
     step(STEPS[0])
     t0 = time.perf_counter()
-    k, which = settings.k, settings.which
     requested = eigenvalues(op, k=k, which=which, tol=settings.tol, seed=settings.seed, progress=progress)
     runs = [(k, requested)]
     values = [{"end": end, "rank": rank, **_eig(requested, i)} for i, (end, rank) in enumerate(eigen_positions(k, which))]

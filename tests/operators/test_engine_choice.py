@@ -1,0 +1,102 @@
+"""When the engine of ``engine="auto"`` is chosen, and for how many products.
+
+The choice waits for the first product and weighs the work the first estimator announces
+(``HessianOperator.expect``); a linearisation is built only where its estimated build costs less than
+the double-backward products it would replace.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import hesslens as hl
+from hesslens.linalg.eigen import restart_plan
+from hesslens.operators import choice
+from hesslens.report import AnalysisSettings, analyze_operator
+
+DT = torch.float64
+
+
+def _problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
+    return model, nn.CrossEntropyLoss(), (torch.randn(30, 4, generator=g, dtype=DT), torch.randint(0, 3, (30,), generator=g))
+
+
+def test_the_choice_waits_for_the_first_estimator_and_weighs_its_announced_work():
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data)
+    assert op._chosen is None  # nothing built or timed yet
+    sd = hl.spectral_density(op, steps=12, probes=3, seed=0)
+    assert op.expected_matvecs == 3 * 12 and op._chosen is not None
+    hl.trace(op, num_matvecs=30)  # a later announcement changes nothing: the engine is chosen
+    assert op.expected_matvecs == 36
+    # the same numbers as an operator whose choice was made at construction (double backward here)
+    eager = hl.HessianOperator(model, loss_fn, data, engine=op.engine)
+    again = hl.spectral_density(eager, steps=12, probes=3, seed=0)
+    torch.testing.assert_close(torch.tensor(sd.nodes), torch.tensor(again.nodes), rtol=1e-10, atol=1e-12)
+
+
+def test_eigenvalues_announce_one_basis_and_a_given_count_wins():
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data)
+    hl.eigenvalues(op, k=1, which="largest")
+    n = sum(p.numel() for p in model.parameters())
+    assert op.expected_matvecs == min(restart_plan(n, 1, "largest", 1e-6, None, None, None).m, n)
+    told = hl.HessianOperator(model, loss_fn, data, expected_matvecs=5000)
+    assert told._chosen is not None  # told how many: chosen at construction, as before
+    hl.eigenvalues(told, k=1)
+    assert told.expected_matvecs == 5000
+
+
+def test_engine_properties_choose_when_asked():
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data)
+    assert op.engine in choice.PREFERENCE and op.expected_matvecs == 1000  # no announcement: the default
+    assert op.setup_seconds > 0 and op.engine_report.engine == op.engine
+
+
+def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
+    model, loss_fn, data = _problem()
+    built = []
+    original = choice.LinearizeEngine.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(choice.LinearizeEngine, "__init__", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a skipped linearisation is not a refusal: no warning
+        op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
+    assert not built
+    skipped = [c for c in op.engine_report.checks if c.label.startswith("linearize")]
+    assert [c.status for c in skipped] == ["skipped", "skipped"]
+    assert "would cost more than the 10 products it could replace" in skipped[0].reason
+    # with a build estimated as free it is built, verified and timed like any candidate
+    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_OPERATION", 0.0)
+    op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
+    assert built and {c.status for c in op.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
+
+
+def test_the_estimate_grows_with_the_gradient():
+    model, loss_fn, (x, y) = _problem()
+    small = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile
+    deep = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(4, 4), nn.Tanh())], nn.Linear(4, 3)).to(DT)
+    large = hl.HessianOperator(deep, loss_fn, (x, y))._gradient_profile
+    assert 0 < small.dispatches < large.dispatches
+    assert large.linearize_estimate() == pytest.approx(choice.LINEARIZE_SECONDS_PER_OPERATION * large.dispatches)
+
+
+def test_an_analysis_announces_all_its_products_before_the_first():
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data)
+    settings = AnalysisSettings(steps=10, probes=2, trace_matvecs=30, layerwise=False)
+    analyze_operator(op, settings, progress=False)
+    basis = min(restart_plan(op.n, 1, "both", settings.tol, None, None, None).m, op.n)
+    assert op.expected_matvecs == 2 * basis + 30 + 2 * 10

@@ -145,12 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         if m not in PRESETS[preset]:
             parser.error(f"model {m!r} has no settings in preset {preset!r}")
+    from .peers import LIBRARIES
+
+    missing = {lib for libs in JOBS.values() for lib in libs if LIBRARIES[lib].unavailable()}
+    for lib in sorted(missing):
+        print(f"# {LIBRARIES[lib].label}: {LIBRARIES[lib].unavailable()}; left out", file=sys.stderr)
     lam = lambda_settings()
     started = time.time()
     results: dict[str, Any] = {}
     for model in models:
         base = PRESETS[preset][model]
-        for job, libs in JOBS.items():
+        for job, every in JOBS.items():
+            libs = [lib for lib in every if lib not in missing]
             cell = results.setdefault(model, {}).setdefault(job, {lib: [] for lib in libs})
             for _ in range(runs):
                 for lib in libs:  # interleaved: a change of load hits every library alike

@@ -43,6 +43,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "transformer": {"steps": 80, "probes": 3, "trace_matvecs": 30, "product_repeats": 3,
                         "lambda_budget_seconds": 120,
                         "note": "reduced to fit the time budget: SLQ 80 steps × 3 probes, trace 30 products"},
+        "gpt": {"steps": 40, "probes": 1, "probe_batch": 1, "trace_matvecs": 9, "product_repeats": 2,
+                "grad_repeats": 3, "lambda_budget_seconds": 240, "lambda_ref_tol": 1e-6,
+                "note": "reduced to fit the time budget: SLQ 40 steps × 1 probe, trace 9 products, products "
+                        "median of 2, λ_max reference at tol 1e-6, each λ_max sweep at most 240 s"},
     },
     "quick": {
         "mlp": {"steps": 80, "probes": 10, "trace_matvecs": 99},
@@ -52,6 +56,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      "grad_repeats": 2, "lambda": False, "note": "quick: SLQ 10 steps × 1 probe, no λ_max"},
         "transformer": {"steps": 40, "probes": 2, "trace_matvecs": 30, "product_repeats": 3,
                         "lambda_budget_seconds": 60, "note": "quick: SLQ 40 steps × 2 probes, trace 30 products"},
+        "gpt": {"steps": 10, "probes": 1, "probe_batch": 1, "trace_matvecs": 6, "product_repeats": 2,
+                "grad_repeats": 2, "lambda": False, "note": "quick: SLQ 10 steps × 1 probe, no λ_max"},
     },
     # For the test suite: seconds, not minutes, and no peer needs to be installed.
     "smoke": {
@@ -279,7 +285,7 @@ def _mark(ratio: float | None, target: float | None) -> str:
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="mlp,cnn,resnet18,transformer",
+    parser.add_argument("--models", default="mlp,cnn,resnet18,transformer,gpt",
                         help=f"comma-separated subset of {','.join(BUILDERS)}")
     parser.add_argument("--libraries", default=",".join(["hesslens", *PEERS]),
                         help=f"comma-separated subset of {','.join(LIBRARIES)}")

@@ -21,6 +21,9 @@ another, which is what lets each (library, model) measurement run in a fresh pro
 * ``transformer``: token embedding + learned positions, ``nn.TransformerEncoder`` (2 post-norm
   layers, d_model 64, 4 heads, feed-forward 128, dropout 0), mean pooling, linear head; random
   token sequences (vocabulary 100, length 16) whose label is a function of the tokens.
+* ``gpt``: a GPT-style decoder (4 pre-norm causal blocks, d_model 256, 4 heads, GELU MLP 4×,
+  vocabulary 512, context 64; 3.4 million parameters), next-token cross-entropy over 32 sequences of
+  a sparse random Markov chain (2,048 predicted tokens).
 """
 
 from __future__ import annotations
@@ -212,7 +215,61 @@ def transformer(samples: int = 256, length: int = 16, vocab: int = 100) -> Case:
                 f"Transformer encoder (2 layers, d_model 64, 4 heads), {samples} sequences of {length} tokens")
 
 
-BUILDERS: dict[str, Callable[..., Case]] = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "transformer": transformer}
+class DecoderBlock(nn.Module):
+    """Pre-norm GPT block: causal multi-head self-attention and a 4× GELU MLP, each with a residual."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no double-backward formula
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, d))
+        return h + self.mlp(self.ln2(h))
+
+
+class GPT(nn.Module):
+    """A GPT-style decoder: token and learned position embeddings, causal blocks, a final LayerNorm and
+    an untied output head; returns next-token logits as (batch, vocab, time) for ``nn.CrossEntropyLoss``."""
+
+    def __init__(self, vocab: int = 512, context: int = 64, d_model: int = 256, heads: int = 4, layers: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        self.pos = nn.Parameter(0.02 * torch.randn(context, d_model))
+        self.blocks = nn.Sequential(*[DecoderBlock(d_model, heads) for _ in range(layers)])
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.embed(tokens) + self.pos[: tokens.shape[1]])
+        return self.head(self.ln(h)).transpose(1, 2)
+
+
+def gpt(samples: int = 32, context: int = 64, vocab: int = 512) -> Case:
+    """Next-token prediction on sequences of a random sparse Markov chain (each token has 4 likely
+    successors): a learnable language; the Hessian is taken at init."""
+    gen = torch.Generator().manual_seed(SEED + 3)
+    successors = torch.randint(0, vocab, (vocab, 4), generator=gen)
+    seq = torch.empty(samples, context + 1, dtype=torch.int64)
+    seq[:, 0] = torch.randint(0, vocab, (samples,), generator=gen)
+    for t in range(context):
+        seq[:, t + 1] = successors[seq[:, t], torch.randint(0, 4, (samples,), generator=gen)]
+    torch.manual_seed(SEED)
+    model = GPT(vocab, context).eval()
+    params = sum(p.numel() for p in model.parameters())
+    return Case("gpt", model, nn.CrossEntropyLoss(), seq[:, :-1], seq[:, 1:],
+                f"GPT-style decoder (4 causal blocks, d_model 256, 4 heads, context {context}), "
+                f"{samples} sequences of {context} tokens, {params:,} parameters")
+
+
+BUILDERS: dict[str, Callable[..., Case]] = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "transformer": transformer,
+                                            "gpt": gpt}
 
 
 def build(name: str, **kwargs) -> Case:

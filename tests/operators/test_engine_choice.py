@@ -77,9 +77,10 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
     assert not built
     skipped = [c for c in op.engine_report.checks if c.label.startswith("linearize")]
     assert [c.status for c in skipped] == ["skipped", "skipped"]
-    assert "would cost more than the 10 products it could replace" in skipped[0].reason
+    assert "would cost more than it can save over 10 products" in skipped[0].reason
     # with a build estimated as free it is built, verified and timed like any candidate
-    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_OPERATION", 0.0)
+    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
     op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
     assert built and {c.status for c in op.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
 
@@ -89,8 +90,10 @@ def test_the_estimate_grows_with_the_gradient():
     small = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile
     deep = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(4, 4), nn.Tanh())], nn.Linear(4, 3)).to(DT)
     large = hl.HessianOperator(deep, loss_fn, (x, y))._gradient_profile
-    assert 0 < small.dispatches < large.dispatches
-    assert large.linearize_estimate() == pytest.approx(choice.LINEARIZE_SECONDS_PER_OPERATION * large.dispatches)
+    # a Linear is two nodes (addmm, the weight's transpose), a Tanh one, cross-entropy two (log-softmax, NLL)
+    assert (small.nodes, large.nodes) == (2 * 2 + 1 + 2, 5 * 2 + 4 + 2)
+    assert large.linearize_estimate() == pytest.approx(choice.LINEARIZE_SECONDS_PER_NODE * large.nodes)
+    assert "TanhBackward0" in small.ops and "MseLossBackward0" not in small.ops
 
 
 def test_an_analysis_announces_all_its_products_before_the_first():
@@ -100,3 +103,16 @@ def test_an_analysis_announces_all_its_products_before_the_first():
     analyze_operator(op, settings, progress=False)
     basis = min(restart_plan(op.n, 1, "both", settings.tol, None, None, None).m, op.n)
     assert op.expected_matvecs == 2 * basis + 30 + 2 * 10
+
+
+def test_products_of_one_column_do_not_try_vmap():
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data)
+    hl.eigenvalues(op, k=1, which="largest")  # blocks of one column
+    status = {c.label: c.status for c in op.engine_report.checks}
+    assert status["double_backward+vmap"] == "skipped" and status["linearize+vmap"] == "skipped"
+    assert op.engine_report.columns == 1
+    wide = hl.HessianOperator(model, loss_fn, data)
+    hl.spectral_density(wide, steps=8, probes=3)  # three probes at once
+    assert wide.engine_report.columns == 3
+    assert {c.label for c in wide.engine_report.checks if c.status != "skipped"} >= {"double_backward+vmap"}

@@ -196,15 +196,16 @@ def operator(op: Any, name: str = "op") -> SymmetricOperator:
     return SymmetricOperator(sym.n, guarded(sym.matmat, sym.n, f"{name} ({type(source).__name__})"), source)
 
 
-def announce(op: Any, matvecs: int) -> None:
+def announce(op: Any, matvecs: int, columns: int | None = None) -> None:
     """Tell the operator behind ``op`` (a :class:`~hesslens.HessianOperator`, directly or behind a wrapper
     or a block view) how many product columns an estimator is about to ask for, before its first: its
-    engine choice, if still pending, weighs set-up against them. Other operators have nothing to tell."""
+    engine choice, if still pending, weighs set-up against them; ``columns`` is the widest product it
+    will ask for, where known. Other operators have nothing to tell."""
     for candidate in (op, getattr(op, "source", None), getattr(op, "operator", None),
                       getattr(getattr(op, "operator", None), "source", None)):
         expect = getattr(candidate, "expect", None)
         if callable(expect):
-            expect(matvecs)
+            expect(matvecs, columns)
             return
 
 

@@ -233,9 +233,9 @@ def spectral_density(
         return block_spectral_density(op, steps, probes, seed, probe_batch=probe_batch, max_bytes=max_bytes,
                                       progress=progress)
     a = checks.operator(op)
-    checks.announce(a, probes * min(steps, a.n))
     gen = generator(seed)
     batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes)
+    checks.announce(a, probes * min(steps, a.n), batch)  # products of one probe group's columns
     nodes = np.zeros((probes, steps))
     weights = np.zeros((probes, steps))
     t0 = time.perf_counter()

@@ -175,7 +175,7 @@ def eigenvalues(
     a = checks.operator(op)
     n = a.n
     plan = restart_plan(n, k, which, tol, max_matvecs, block_size, ncv)
-    checks.announce(a, min(plan.m, n))  # one basis: how far an extreme eigenvalue usually takes
+    checks.announce(a, min(plan.m, n), plan.b)  # one basis of b-column blocks: what an extreme eigenvalue usually takes
     start_given = None if v0 is None else checks.start_vectors("v0", v0, n, max_columns=plan.b)
     gen = generator(seed)
     t0 = time.perf_counter()

@@ -17,13 +17,13 @@ by more than :data:`SPEED_MARGIN`: two runs on the same machine then rarely choo
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import EngineRefusedError
 from .engines import (
@@ -38,9 +38,9 @@ from .engines import (
     _leaf_copies,
 )
 
-#: aten operators whose tracing by linearize crashes the interpreter (a segfault, which no
-#: ``except`` can catch), so their models never reach the linearize engine.
-LINEARIZE_CRASHES = {"aten.mse_loss_backward.default": "mse_loss backward segfaults under linearize tracing (PyTorch 2.13)"}
+#: Autograd nodes (``grad_fn`` classes) whose backward, traced by linearize, crashes the interpreter (a
+#: segfault, which no ``except`` can catch), so their models never reach the linearize engine.
+LINEARIZE_CRASHES = {"MseLossBackward0": "mse_loss backward segfaults under linearize tracing (PyTorch 2.13)"}
 
 #: Tie-break order of the cached engines: double backward (cheapest to build, smallest cache) before
 #: linearize, one column at a time before vmap.
@@ -49,11 +49,19 @@ PREFERENCE = ("double_backward+loop", "double_backward+vmap", "linearize+loop", 
 #: A later engine in PREFERENCE must beat an earlier one by this fraction of the total to be chosen.
 SPEED_MARGIN = 0.05
 
-#: Seconds a linearisation's build (tracing forward, backward and their tangents) takes per aten operation
-#: of one gradient, at least: 6–10 ms were measured in a fresh process on a 2-core machine (the benchmark
-#: MLP, CNN and transformer, 43, 49 and 330 operations: 0.42 s, 0.50 s and 2.1 s); taken lower so that a
-#: faster machine still tries a linearisation where it might pay.
-LINEARIZE_SECONDS_PER_OPERATION = 0.003
+#: Seconds a linearisation's build (tracing forward, backward and their tangents) takes per node of the
+#: gradient's autograd graph, at least: 16–42 ms were measured on a 2-core machine (the benchmark MLP, CNN
+#: and transformer, 10, 14 and 127 nodes: 0.42 s, 0.50 s and 2.1 s); taken lower so that a faster
+#: machine still tries a linearisation where it might pay.
+LINEARIZE_SECONDS_PER_NODE = 0.01
+
+#: The first linearisation in a process also imports torch's tracing stack (about 0.8 s measured).
+LINEARIZE_FIRST_USE_SECONDS = 0.5
+
+#: The fastest a linearisation's products were against double backward's on the benchmark models (per
+#: column, as low as 0.55 on the CNN; 0.8 on the MLP, 1.2 on ResNet-18, 1.6 on the transformer): the
+#: most a linearisation is assumed to save.
+LINEARIZE_BEST_RATIO = 0.5
 
 #: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
 #: checks replay consistency uses one column: on large models set-up stays a few gradients.
@@ -67,37 +75,43 @@ def agreement_tolerance(dtype: torch.dtype) -> float:
 
 @dataclass(frozen=True)
 class GradientProfile:
-    """What one gradient of the first batch saves for backward and which aten operators it runs."""
+    """What one gradient of the first batch saves for backward and which autograd nodes it runs."""
 
     saved_bytes: int
-    ops: frozenset[str]
+    ops: frozenset[str]  # the grad_fn classes of the loss's autograd graph
     depends: bool = True  # whether the loss depends on the parameters at all
-    dispatches: int = 0  # aten operations one gradient runs (forward and backward)
+    nodes: int = 0  # nodes of that graph (operations with a backward; parameter leaves not counted)
 
     def linearize_estimate(self) -> float:
-        """Seconds a linearisation of this gradient takes to build, estimated from its operations."""
-        return LINEARIZE_SECONDS_PER_OPERATION * self.dispatches
+        """Seconds a linearisation of this gradient takes to build, estimated from its graph's size (and
+        the first use of torch's tracing stack in this process)."""
+        first = 0.0 if "torch._dynamo" in sys.modules else LINEARIZE_FIRST_USE_SECONDS
+        return first + LINEARIZE_SECONDS_PER_NODE * self.nodes
 
     def linearize_blocker(self) -> str | None:
         hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
         return hits[0] if hits else None
 
 
-class _OpRecorder(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: set[str] = set()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(str(func))
-        self.count += 1
-        return func(*args, **(kwargs or {}))
+def _graph_nodes(root: Any) -> list[str]:
+    """The class names of the autograd nodes reachable from ``root`` (each once), parameter leaves left
+    out. A walk of the graph, not a dispatch mode: that would import torch's compiler stack (about a
+    second in a fresh process)."""
+    seen, stack, names = set(), [root], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ != "AccumulateGrad":
+            names.append(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names
 
 
 def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientProfile:
-    """One gradient of ``batch`` with saved-tensor and operator bookkeeping (a cached engine keeps
-    about three times the saved bytes per batch)."""
+    """One gradient of ``batch`` with saved-tensor and graph bookkeeping (a cached engine keeps about
+    three times the saved bytes per batch)."""
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -106,13 +120,13 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
         return t
 
     leaves = _leaf_copies(params)
-    recorder = _OpRecorder()
-    with torch.enable_grad(), recorder, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         value = loss(tuple(leaves), batch)
         if not value.requires_grad:
-            return GradientProfile(total, frozenset(recorder.ops), depends=False)
+            return GradientProfile(total, frozenset(), depends=False)
+        nodes = _graph_nodes(value.grad_fn)
         torch.autograd.grad(value, leaves, allow_unused=True)
-    return GradientProfile(total, frozenset(recorder.ops), dispatches=recorder.count)
+    return GradientProfile(total, frozenset(nodes), nodes=len(nodes))
 
 
 @dataclass(frozen=True)
@@ -264,20 +278,23 @@ def choose_engine(
     expected_matvecs: int = 1000,
     probe_columns: int = 4,
     linearize_estimate: float | None = None,
+    columns: int | None = None,
 ) -> EngineChoice:
     """Verify the candidate engines on the first batch, then keep the fastest verified one for
     ``expected_matvecs`` products (build time + products × seconds per column).
 
     Double backward is timed first; the linearisation is built only where its estimated build time,
-    ``linearize_estimate`` seconds (:data:`LINEARIZE_SECONDS_PER_OPERATION` per operation of one gradient),
+    ``linearize_estimate`` seconds (:data:`LINEARIZE_SECONDS_PER_NODE` per node of the gradient's graph),
     is below what ``expected_matvecs`` double-backward products cost — with fewer products it could not
-    pay for itself even if its own were free, and is recorded as ``"skipped"``.
+    pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
+    as ``"skipped"``. ``columns`` is the widest product expected (None: unknown): the trial multiplies at
+    most that many columns, and with one column vmap is not tried.
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
     product is verified the same way and replaced by double backward where it disagrees.
     """
     first_batch = next(iter(batches))  # batches may be a re-iterable source when streaming
-    trial, reference, ref_build = _trial(loss, params, first_batch, probe_columns)
+    trial, reference, ref_build = _trial(loss, params, first_batch, min(probe_columns, columns or probe_columns))
     if not cache_fits:
         return _choose_streaming(loss, params, batches, weights, trial, linearize_blocker)
     checks: list[EngineCheck] = []
@@ -285,28 +302,37 @@ def choose_engine(
     built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
     total: dict[str, float] = {}
 
+    # products of one column at a time (a block size of 1): vmap has nothing to batch
+    modes = (False,) if columns == 1 else (False, True)
+    per_column: dict[str, float] = {}
+
     def time_both(name: str, engine: Engine) -> None:
-        for use_vmap in (False, True):  # both column strategies share one cache
+        for use_vmap in modes:  # both column strategies share one cache
             engine.use_vmap = use_vmap
             try:
-                check, per_column = trial.check(engine, is_reference=engine is reference and not use_vmap)
+                check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap)
             except UNSUPPORTED as err:
                 checks.append(EngineCheck(engine.label, "unavailable", _first_line(err)))
                 continue
             checks.append(check)
             if check.status == "verified":
-                total[engine.label] = build[name] + expected_matvecs * per_column
+                total[engine.label] = build[name] + expected_matvecs * seconds
+                per_column[engine.label] = seconds
 
     time_both(DoubleBackwardEngine.name, reference)
-    # Even with free products a linearisation cannot repay a build that costs more than the products it
-    # would replace: then it is not built (its tracing dominates a fresh process's set-up on small models).
-    cheapest = min(total.values(), default=math.inf)
+    if columns == 1:
+        checks += [EngineCheck(f"{n}+vmap", "skipped", "the products have one column: nothing for vmap to batch")
+                   for n in (DoubleBackwardEngine.name, LinearizeEngine.name)]
+    # A linearisation whose build costs more than it can save over the expected products is not built
+    # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
+    # best LINEARIZE_BEST_RATIO of double backward's.
+    saving = (1 - LINEARIZE_BEST_RATIO - SPEED_MARGIN) * expected_matvecs * min(per_column.values(), default=math.inf)
     if linearize_blocker:
         checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
-    elif linearize_estimate is not None and (1 - SPEED_MARGIN) * cheapest <= linearize_estimate:
-        reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than the "
-                  f"{expected_matvecs} products it could replace ({cheapest:.2g} s with double backward)")
-        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
+    elif linearize_estimate is not None and saving <= linearize_estimate:
+        reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than it "
+                  f"can save over {expected_matvecs} products (at most {saving:.2g} s)")
+        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in (("loop",) if columns == 1 else ("vmap", "loop"))]
     else:
         try:
             t0 = time.perf_counter()

@@ -157,6 +157,7 @@ class HessianOperator:
         # (expect()), unless told now; ranks of a distributed operator choose together, now.
         self.expected_matvecs = 1000 if expected_matvecs is None else expected_matvecs
         self._announced = expected_matvecs is not None
+        self._expected_columns: int | None = None
         self._chosen: Any = None
         self._choice_args = (engine, engine_name, columns, first_batch)
         if engine != "auto" or expected_matvecs is not None or group is not None:
@@ -213,15 +214,17 @@ class HessianOperator:
         self._cache_bytes = 3 * per_batch * len(self.data)
         self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
 
-    def expect(self, matvecs: int) -> None:
+    def expect(self, matvecs: int, columns: int | None = None) -> None:
         """Say how many product columns are about to follow, before the first: with ``engine="auto"`` the
         engine is chosen at the first product, weighing each engine's build against that many products
         (a linearisation is not even built where it could not pay off). Estimators announce their own
         work (:func:`hesslens.eigenvalues` one basis, :func:`hesslens.trace` its ``num_matvecs``,
         :func:`hesslens.spectral_density` ``probes × steps``); the first announcement, or
-        ``expected_matvecs=`` given to the constructor, counts."""
+        ``expected_matvecs=`` given to the constructor, counts. ``columns``: the widest product that will
+        be asked for, if known (one column: vmap is not tried, the trial multiplies one column)."""
         if not self._announced and self._chosen is None:
             self.expected_matvecs, self._announced = max(1, int(matvecs)), True
+            self._expected_columns = None if columns is None else max(1, int(columns))
 
     @property
     def _engine(self) -> Any:
@@ -244,7 +247,8 @@ class HessianOperator:
             choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
                                    cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
                                    expected_matvecs=self.expected_matvecs,
-                                   linearize_estimate=profile.linearize_estimate())
+                                   linearize_estimate=profile.linearize_estimate(),
+                                   columns=self._expected_columns)
         else:
             choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
                                      source=self.data if engine_name == "streaming" else batches,

@@ -262,10 +262,9 @@ def gpt(samples: int = 32, context: int = 64, vocab: int = 512) -> Case:
         seq[:, t + 1] = successors[seq[:, t], torch.randint(0, 4, (samples,), generator=gen)]
     torch.manual_seed(SEED)
     model = GPT(vocab, context).eval()
-    params = sum(p.numel() for p in model.parameters())
     return Case("gpt", model, nn.CrossEntropyLoss(), seq[:, :-1], seq[:, 1:],
                 f"GPT-style decoder (4 causal blocks, d_model 256, 4 heads, context {context}), "
-                f"{samples} sequences of {context} tokens, {params:,} parameters")
+                f"{samples} sequences of {context} tokens")
 
 
 BUILDERS: dict[str, Callable[..., Case]] = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "transformer": transformer,

@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils._pytree import tree_leaves
 
 from .. import memory
-from ..errors import InvalidInputError, NonDeterministicLossError
+from ..errors import InvalidInputError
 from .base import assemble_dense
 from .block_products import block_matmat
 from .choice import agreement_tolerance, choose_engine, profile_gradient, verified_engine
-from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data, first_non_finite_leaf
+from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data
 from .distributed import Collective
 from .engines import ENGINES
-from .loss import LossModule, declared_reduction, explain_failure, probe_reduction
+from . import loss as loss_checks
+from .loss import LossModule, check_losses, declared_reduction, probe_reduction
 from .params import ParamSelection, select_parameters
 from .state import check_mode, preserved_state
 
@@ -142,9 +142,11 @@ class HessianOperator:
         tolerance = agreement_tolerance(self.dtype)
         with preserved_state(model, self.mode):
             with together():
-                losses, first_batch = self._check_losses()
+                evaluate = self._evaluate
+                losses, first_batch = check_losses(evaluate, self.data, self.dtype)
                 if check_determinism:
-                    self._check_determinism(losses, first_batch, tolerance)
+                    self.data_order = loss_checks.check_determinism(
+                        evaluate, self.data, losses, first_batch, self.reduction, self.mode, tolerance) or self.data_order
                 probed = self._probe_reduction(tolerance) if self.reduction is None else None
             if group is not None:
                 self._join_shards(group, probed)
@@ -288,29 +290,12 @@ class HessianOperator:
         values = {**self._fixed, **{f"model.{n}": p for n, p in zip(self.param_names, params)}}
         return functional_call(self._wrapper, values, (batch,), strict=False)
 
-    def _check_losses(self) -> tuple[list[float], Any]:
-        losses, first = [], None
-        with torch.no_grad():
-            for i, batch in enumerate(self.data):
-                bad = first_non_finite_leaf(batch)
-                if bad:
-                    raise InvalidInputError(f"batch {i} of {len(self.data)}: {bad}")
-                try:
-                    value = self._loss(self._primal, batch)
-                except (RuntimeError, TypeError) as err:
-                    raise explain_failure(err, batch, self.dtype, i) from err
-                if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise InvalidInputError(f"the loss must be a scalar, got {shape} on batch {i}; reduce it with mean or sum")
-                v = float(value)
-                if not math.isfinite(v):
-                    raise InvalidInputError(f"the loss is not finite ({v}) on batch {i} of {len(self.data)}")
-                losses.append(v)
-                first = batch if first is None else first
-        return losses, first
+    def _evaluate(self, batch: Any) -> torch.Tensor:
+        """The loss of one batch at the operator's parameters."""
+        return self._loss(self._primal, batch)
 
     def _probe_reduction(self, tolerance: float) -> str | None:
-        return probe_reduction(lambda b: self._loss(self._primal, b), self.data, tolerance)
+        return probe_reduction(self._evaluate, self.data, tolerance)
 
     def _settle_reduction(self, probed: str | None, batches: int) -> None:
         """The probed reduction; for one batch (over every rank) any reduction weighs it 1; else an error."""
@@ -331,44 +316,6 @@ class HessianOperator:
             raise InvalidInputError(f"the loss does not depend on any selected parameter ({shown}); "
                                     "check params= (these may be unused by the forward pass)")
         return profile
-
-    def _check_determinism(self, losses: list[float], first_batch: Any, tolerance: float) -> None:
-        batch = next(iter(self.data))
-        with torch.no_grad():
-            again = float(self._loss(self._primal, batch))
-        # Two evaluations of the same batch are bitwise equal on a deterministic model; 1e-6 absorbs
-        # nondeterministic reductions of some kernels, far below what dropout or augmentation change.
-        if math.isclose(again, losses[0], rel_tol=1e-6, abs_tol=1e-9):
-            return
-        same_inputs = all(
-            a is b or (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b))
-            for a, b in zip(tree_leaves(first_batch), tree_leaves(batch))
-        )
-        if not same_inputs and self._order_independent(losses, tolerance):
-            self.data_order = "shuffled; the loss over a pass does not depend on it (checked)"
-            return
-        if same_inputs:
-            cause = {"train": "the model is stochastic in train mode (dropout?); use mode='eval'",
-                     "eval": "the model is stochastic even in eval mode (a layer samples at every call)",
-                     "as_is": "the model is stochastic as it is (dropout active?); use mode='eval'"}[self.mode]
-        else:
-            cause = ("the data yields different batches on each pass (shuffling loader or random augmentation) and the "
-                     "loss over a whole pass changes with them"
-                     + (" (batch-dependent layers such as BatchNorm in train mode)" if self.mode != "eval" else ""))
-        raise NonDeterministicLossError(
-            f"the loss on batch 0 changed between two evaluations ({losses[0]!r} then {again!r}): {cause}. "
-            "The Hessian would differ from product to product; use a fixed subset or a loader without shuffling, "
-            "or pass check_determinism=False if this is intended"
-        )
-
-    def _order_independent(self, losses: list[float], tolerance: float) -> bool:
-        """Whether a second pass over the data gives the same total loss as the first."""
-        weights = self.data.weights(self.reduction)  # None (not probed yet) weighs as a mean
-        with torch.no_grad():
-            again = [float(self._loss(self._primal, b)) for b in self.data]
-        first = sum(w * l for w, l in zip(weights, losses))
-        second = sum(w * l for w, l in zip(weights, again))
-        return len(again) == len(losses) and math.isclose(first, second, rel_tol=tolerance, abs_tol=1e-12)
 
     # -- products --------------------------------------------------------------------------------
     @property

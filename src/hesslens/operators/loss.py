@@ -11,6 +11,8 @@
   exactly as B) and works on a batch of one sample. It matters for the batch weights: a mean is
   weighted n_b/N, a sum 1, so that H is the Hessian of the mean, respectively of the sum, over all
   N samples.
+* :func:`check_losses` evaluates every batch once (finite scalars) and :func:`check_determinism` refuses
+  a loss that changes between two evaluations (dropout, a shuffling loader whose pass total changes);
 * :func:`explain_failure` turns the raw torch errors of common mistakes (dtype mismatch, a model
   returning a tuple or dict given to ``loss_fn``) into errors that name the mistake.
 """
@@ -25,8 +27,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_leaves
 
-from ..errors import InvalidInputError
-from .data import AnalysisData, doubled_batch
+from ..errors import InvalidInputError, NonDeterministicLossError
+from .data import AnalysisData, doubled_batch, first_non_finite_leaf
 
 REDUCTIONS = ("mean", "sum")
 
@@ -133,3 +135,70 @@ def explain_failure(err: Exception, batch: Any, dtype: torch.dtype, index: int) 
                 f"{str(other).removeprefix('torch.')}; convert one to the other (e.g. x.to({dtype}))")
     return InvalidInputError(f"evaluating the loss on batch {index} failed ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}){hint}")
+
+
+def check_losses(evaluate: Callable[[Any], torch.Tensor], data: AnalysisData, dtype: torch.dtype) -> tuple[list[float], Any]:
+    """The loss of every batch (finite scalars, else an error naming the batch) and the first batch."""
+    losses, first = [], None
+    with torch.no_grad():
+        for i, batch in enumerate(data):
+            bad = first_non_finite_leaf(batch)
+            if bad:
+                raise InvalidInputError(f"batch {i} of {len(data)}: {bad}")
+            try:
+                value = evaluate(batch)
+            except (RuntimeError, TypeError) as err:
+                raise explain_failure(err, batch, dtype, i) from err
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise InvalidInputError(f"the loss must be a scalar, got {shape} on batch {i}; reduce it with mean or sum")
+            v = float(value)
+            if not math.isfinite(v):
+                raise InvalidInputError(f"the loss is not finite ({v}) on batch {i} of {len(data)}")
+            losses.append(v)
+            first = batch if first is None else first
+    return losses, first
+
+
+def check_determinism(evaluate: Callable[[Any], torch.Tensor], data: AnalysisData, losses: list[float], first_batch: Any,
+                      reduction: str | None, mode: str, tolerance: float) -> str | None:
+    """Refuse a loss that changes between two evaluations of batch 0 (:class:`NonDeterministicLossError`,
+    saying why). Returns the data order to record where the data are shuffled but the loss over a whole
+    pass does not depend on it (checked), else None."""
+    batch = next(iter(data))
+    with torch.no_grad():
+        again = float(evaluate(batch))
+    # Two evaluations of the same batch are bitwise equal on a deterministic model; 1e-6 absorbs
+    # nondeterministic reductions of some kernels, far below what dropout or augmentation change.
+    if math.isclose(again, losses[0], rel_tol=1e-6, abs_tol=1e-9):
+        return None
+    same_inputs = all(
+        a is b or (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b))
+        for a, b in zip(tree_leaves(first_batch), tree_leaves(batch))
+    )
+    if not same_inputs and _order_independent(evaluate, data, losses, reduction, tolerance):
+        return "shuffled; the loss over a pass does not depend on it (checked)"
+    if same_inputs:
+        cause = {"train": "the model is stochastic in train mode (dropout?); use mode='eval'",
+                 "eval": "the model is stochastic even in eval mode (a layer samples at every call)",
+                 "as_is": "the model is stochastic as it is (dropout active?); use mode='eval'"}[mode]
+    else:
+        cause = ("the data yields different batches on each pass (shuffling loader or random augmentation) and the "
+                 "loss over a whole pass changes with them"
+                 + (" (batch-dependent layers such as BatchNorm in train mode)" if mode != "eval" else ""))
+    raise NonDeterministicLossError(
+        f"the loss on batch 0 changed between two evaluations ({losses[0]!r} then {again!r}): {cause}. "
+        "The Hessian would differ from product to product; use a fixed subset or a loader without shuffling, "
+        "or pass check_determinism=False if this is intended"
+    )
+
+
+def _order_independent(evaluate: Callable[[Any], torch.Tensor], data: AnalysisData, losses: list[float],
+                       reduction: str | None, tolerance: float) -> bool:
+    """Whether a second pass over the data gives the same total loss as the first."""
+    weights = data.weights(reduction)  # None (not probed yet) weighs as a mean
+    with torch.no_grad():
+        again = [float(evaluate(b)) for b in data]
+    first = sum(w * l for w, l in zip(weights, losses))
+    second = sum(w * l for w, l in zip(weights, again))
+    return len(again) == len(losses) and math.isclose(first, second, rel_tol=tolerance, abs_tol=1e-12)

@@ -215,7 +215,7 @@ def _run(out: Path, model_spec: str | None, checkpoint: str | None, data_spec: s
 
     # Under torchrun every rank runs this command on its shard of the data; rank 0 writes the report.
     joined = shared.init_from_environment("gloo")  # the CLI analyses on the CPU
-    launched = torch.distributed.is_available() and torch.distributed.is_initialized()
+    launched = shared.initialised()
     rank = torch.distributed.get_rank() if launched else 0
 
     settings = AnalysisSettings(seed=seed, steps=steps, probes=probes, trace_matvecs=trace_matvecs, tol=tol,

@@ -109,10 +109,27 @@ def test_products_of_one_column_do_not_try_vmap():
     model, loss_fn, data = _problem()
     op = hl.HessianOperator(model, loss_fn, data)
     hl.eigenvalues(op, k=1, which="largest")  # blocks of one column
-    status = {c.label: c.status for c in op.engine_report.checks}
-    assert status["double_backward+vmap"] == "skipped" and status["linearize+vmap"] == "skipped"
+    labels = [c.label for c in op.engine_report.checks]
+    assert len(labels) == len(set(labels))  # one record per candidate
+    status = {c.label: c for c in op.engine_report.checks}
+    assert status["double_backward+vmap"].status == "skipped" and "one column" in status["double_backward+vmap"].reason
+    assert status["linearize+vmap"].status == "skipped"
     assert op.engine_report.columns == 1
     wide = hl.HessianOperator(model, loss_fn, data)
     hl.spectral_density(wide, steps=8, probes=3)  # three probes at once
     assert wide.engine_report.columns == 3
     assert {c.label for c in wide.engine_report.checks if c.status != "skipped"} >= {"double_backward+vmap"}
+
+
+def test_one_column_with_an_unavailable_linearisation_records_each_candidate_once():
+    model, _, (x, _) = _problem()
+    y = torch.randn(len(x), 3, dtype=DT, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # linearize is unavailable with mse_loss: a warning says so
+        op = hl.HessianOperator(model, nn.MSELoss(), (x, y))
+        hl.eigenvalues(op, k=1, which="largest")
+    labels = [c.label for c in op.engine_report.checks]
+    assert len(labels) == len(set(labels))
+    status = {c.label: c.status for c in op.engine_report.checks}
+    assert status["linearize+vmap"] == status["linearize+loop"] == "unavailable"
+    assert status["double_backward+vmap"] == "skipped"

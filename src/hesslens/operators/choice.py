@@ -302,13 +302,14 @@ def choose_engine(
     built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
     total: dict[str, float] = {}
 
-    # products of one column at a time (a block size of 1): vmap has nothing to batch
-    modes = (False,) if columns == 1 else (False, True)
     per_column: dict[str, float] = {}
 
     def time_both(name: str, engine: Engine) -> None:
-        for use_vmap in modes:  # both column strategies share one cache
+        for use_vmap in (False, True):  # both column strategies share one cache
             engine.use_vmap = use_vmap
+            if use_vmap and columns == 1:  # products of one column at a time: vmap has nothing to batch
+                checks.append(EngineCheck(engine.label, "skipped", "the products have one column: nothing for vmap to batch"))
+                continue
             try:
                 check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap)
             except UNSUPPORTED as err:
@@ -320,9 +321,6 @@ def choose_engine(
                 per_column[engine.label] = seconds
 
     time_both(DoubleBackwardEngine.name, reference)
-    if columns == 1:
-        checks += [EngineCheck(f"{n}+vmap", "skipped", "the products have one column: nothing for vmap to batch")
-                   for n in (DoubleBackwardEngine.name, LinearizeEngine.name)]
     # A linearisation whose build costs more than it can save over the expected products is not built
     # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
     # best LINEARIZE_BEST_RATIO of double backward's.
@@ -332,7 +330,7 @@ def choose_engine(
     elif linearize_estimate is not None and saving <= linearize_estimate:
         reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than it "
                   f"can save over {expected_matvecs} products (at most {saving:.2g} s)")
-        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in (("loop",) if columns == 1 else ("vmap", "loop"))]
+        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
     else:
         try:
             t0 = time.perf_counter()

@@ -41,9 +41,11 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..errors import DistributedMismatchError, HesslensError, InvalidInputError
+from .data import as_analysis_data
 
 
-def _initialised() -> bool:
+def initialised() -> bool:
+    """Whether a torch.distributed default process group exists."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
@@ -64,7 +66,7 @@ class Collective:
             raise InvalidInputError(f"distributed must be None (auto), True or False, got {distributed!r}")
         if distributed is False:
             return None
-        if not _initialised():
+        if not initialised():
             if distributed:
                 raise InvalidInputError("distributed=True, but torch.distributed is not initialised: call "
                                         "torch.distributed.init_process_group() first (torchrun sets its environment)")
@@ -155,10 +157,8 @@ def shard(data: Any, rank: int | None = None, world_size: int | None = None, *, 
     ``(inputs, targets)`` pairs or any structure of tensors whose batched tensors share ``batch_dim``; a
     0-dimensional tensor is kept whole. Returns a list of batches (a batch with no samples left is dropped;
     a rank whose shard is empty is refused when its operator is built)."""
-    from .data import as_analysis_data
-
     if rank is None or world_size is None:
-        if not _initialised():
+        if not initialised():
             raise InvalidInputError("shard() needs rank= and world_size=, or an initialised torch.distributed")
         rank = torch.distributed.get_rank() if rank is None else rank
         world_size = torch.distributed.get_world_size() if world_size is None else world_size
@@ -180,7 +180,7 @@ def init_from_environment(backend: str | None = None) -> bool:
     available, else ``gloo``; a CPU analysis on a GPU machine passes ``"gloo"``). Returns whether this
     call initialised it (the caller then destroys it); False outside a multi-process launch or when a
     group already exists."""
-    if _initialised() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if initialised() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":

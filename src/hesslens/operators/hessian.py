@@ -136,12 +136,11 @@ class HessianOperator:
         self._collective = group = Collective.resolve(distributed)
         #: (samples, batches) of every rank's shard, in rank order; None in a single process
         self.shards: tuple[tuple[int, int], ...] | None = None
-        together = group.together if group is not None else contextlib.nullcontext
-        with together():  # an unusable shard on one rank stops every rank, naming it
+        with self._together():  # an unusable shard on one rank stops every rank, naming it
             self._set_up(loss_fn, data, params, reduction, batch_dim, batch_size, batch_loss)
         tolerance = agreement_tolerance(self.dtype)
         with preserved_state(model, self.mode):
-            with together():
+            with self._together():
                 evaluate = self._evaluate
                 losses, first_batch = check_losses(evaluate, self.data, self.dtype)
                 if check_determinism:
@@ -152,7 +151,7 @@ class HessianOperator:
                 self._join_shards(group, probed)
             elif self.reduction is None:
                 self._settle_reduction(probed, len(self.data))
-            with together():
+            with self._together():
                 self._size_caches(first_batch, max_columns, cache_budget)
         self._block_engine = None
         # engine="auto" is chosen at the first product, for the products the first estimator announces
@@ -163,8 +162,7 @@ class HessianOperator:
         self._chosen: Any = None
         self._choice_args = (engine, engine_name, columns, first_batch)
         if engine != "auto" or expected_matvecs is not None or group is not None:
-            with preserved_state(model, self.mode), together():
-                self._choose_engine()
+            self._engine  # noqa: B018 - reading it makes the choice now
         weights = self.data.weights(self.reduction)
         self.loss_value = float(self._reduce(torch.tensor([sum(w * l for w, l in zip(weights, losses))],
                                                           dtype=torch.float64)))
@@ -228,10 +226,15 @@ class HessianOperator:
             self.expected_matvecs, self._announced = max(1, int(matvecs)), True
             self._expected_columns = None if columns is None else max(1, int(columns))
 
+    def _together(self) -> Any:
+        """A step that fails on any rank fails on every rank (:meth:`Collective.together`); as is alone."""
+        return self._collective.together() if self._collective is not None else contextlib.nullcontext()
+
     @property
     def _engine(self) -> Any:
+        """The product engine, chosen at the first use (see :meth:`expect`)."""
         if self._chosen is None:
-            with preserved_state(self.model, self.mode), torch.enable_grad():
+            with preserved_state(self.model, self.mode), torch.enable_grad(), self._together():
                 self._choose_engine()
         return self._chosen
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import compile_sources
 from .run import PRESETS, _fmt_s, wait_until_idle
 
 MODELS = ("mlp", "cnn")
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         library, model, job, settings = args.one
         print("RESULT " + json.dumps(one(library, model, job, json.loads(settings))))
         return 0
+    compile_sources()
     preset = "smoke" if args.quick else "full"
     runs = 1 if args.quick else args.runs
     models = [m for m in args.models.split(",") if m] if not args.quick else ["mlp"]

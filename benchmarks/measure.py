@@ -16,7 +16,14 @@ Measured, in this order (every failure is recorded with its message and the rest
 5. λ_max: the library's eigen-solver swept over its accuracy setting (loosest first); the first
    setting whose value is within ``lambda_rtol`` (relative) of the reference λ_max counts, with
    its wall time and its number of products (hesslens also runs SciPy ``eigsh`` on its operator);
-6. trace with ``trace_matvecs`` products.
+6. trace with ``trace_matvecs`` products;
+7. trace to accuracy (with ``trace_rtol`` set): the library's trace estimator swept over a grid of
+   product counts (``trace_grid``, else 6, 12, 24, … up to ``trace_max_matvecs``), ``trace_seeds``
+   seeded runs at each (more at small counts, so that each count spends at least
+   ``trace_level_matvecs`` products); the first count whose root-mean-square relative error against the reference
+   trace is at most ``trace_rtol`` counts, with the mean wall time of one run there. The reference
+   (``trace_ref``, else hesslens computes it: exact up to ``trace_exact_max_params`` parameters, a
+   seeded Hutch++ run of ``trace_reference_matvecs`` products above) is passed on by run.py.
 """
 
 from __future__ import annotations
@@ -37,6 +44,40 @@ import torch
 
 from . import zoo
 from .peers import LIBRARIES, Library, ScipyOnHesslens
+
+
+class PhasePeaks:
+    """Peak resident set size of each phase of a measurement: Linux's high-water mark ``VmHWM``, reset
+    (``/proc/self/clear_refs``, value 5) at the start of each phase, so a phase's peak is what the process
+    held during it: the library's state left by earlier phases (its operator, kept graphs) plus the
+    phase's own work. None where the kernel offers neither file."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float | None] = {}
+        self._reset()
+
+    @staticmethod
+    def _reset() -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    @staticmethod
+    def _hwm_mb() -> float | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            return None
+        return None
+
+    def end(self, phase: str) -> None:
+        self.peaks[phase] = self._hwm_mb()
+        self._reset()
 
 
 def _rss_mb() -> float:
@@ -81,6 +122,69 @@ def _sweep(lib: Library, reference: float, rtol: float, budget_seconds: float) -
         if spent > budget_seconds:
             break
     return {"reached": False, "setting_name": lib.lambda_setting_name, "tried": tried, "method": lib.lambda_method}
+
+
+def trace_grid(settings: dict[str, Any]) -> list[int]:
+    """The product counts of the trace-to-accuracy sweep: ``trace_grid`` if given, else doubling from
+    ``trace_grid_start`` (6: the least Hutch++ takes, a multiple of 3 as curvlinops requires) up to
+    ``trace_max_matvecs``."""
+    if settings.get("trace_grid"):
+        return [int(m) for m in settings["trace_grid"]]
+    m, cap, grid = int(settings.get("trace_grid_start", 6)), int(settings.get("trace_max_matvecs", 768)), []
+    while m <= cap:
+        grid.append(m)
+        m *= 2
+    return grid
+
+
+def trace_seeds_at(m: int, seeds: int, level_matvecs: int = 0) -> int:
+    """Seeded runs at m products: ``seeds``, or more where m is small, so that the runs at one count
+    spend at least ``level_matvecs`` products (cheap there, and small counts have heavy-tailed errors
+    that a few seeds miss, which would let a lucky small count pass)."""
+    return max(seeds, -(-level_matvecs // m))
+
+
+def _trace_sweep(lib: Library, reference: float, rtol: float, grid: list[int], seeds: int,
+                 budget_seconds: float, level_matvecs: int = 0) -> dict[str, Any]:
+    """Run the trace estimator at each product count m of ``grid`` with seeds 0, …, k − 1
+    (k = :func:`trace_seeds_at`) until the root-mean-square relative error over the seeds is at most rtol.
+
+    A count is skipped, and the sweep ends unreached, when its predicted time (the last count's time
+    per run, scaled by the ratio of product counts, times its number of runs) would take the sweep
+    past ``budget_seconds``.
+    """
+    tried: list[dict[str, Any]] = []
+    spent = 0.0
+    base = {"rtol": rtol, "seeds": seeds, "level_matvecs": level_matvecs, "method": lib.trace_method,
+            "reference": reference}
+    if not np.isfinite(reference) or reference == 0:
+        return {"reached": False, "stopped": f"no relative error against a reference trace of {reference}",
+                "tried": [], **base}
+    for m in grid:
+        runs = trace_seeds_at(m, seeds, level_matvecs)
+        if tried and "seconds" in tried[-1]:
+            last = tried[-1]
+            if spent + runs * last["seconds"] * m / last["products"] > budget_seconds:
+                return {"reached": False, "stopped": f"time budget ({budget_seconds:g} s)", "tried": tried, **base}
+        values, times = [], []
+        try:
+            for seed in range(runs):
+                seconds, value = _timed(lambda: lib.trace(m, seed=seed))
+                values.append(float(value))
+                times.append(seconds)
+        except Exception as err:  # noqa: BLE001 - a failing count is a result
+            tried.append({"products": m, "error": _error(err)})
+            return {"reached": False, "stopped": "error", "tried": tried, **base}
+        spent += sum(times)
+        rel = [(v - reference) / abs(reference) for v in values]
+        rms = float(np.sqrt(np.mean(np.square(rel))))
+        entry = {"products": m, "seeds": runs, "rms_rel_error": rms, "seconds": float(np.mean(times)),
+                 "values": values, "seconds_each": times}
+        tried.append(entry)
+        if rms <= rtol:
+            return {"reached": True, "products": m, "rms_rel_error": rms, "seconds": entry["seconds"],
+                    "tried": tried, **base}
+    return {"reached": False, "stopped": "grid exhausted", "tried": tried, **base}
 
 
 class LoadSampler:
@@ -128,6 +232,8 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
     out["grad_seconds"], _ = zoo.gradient_seconds(case, settings.get("grad_repeats", 7))
     grad = out["grad_seconds"]
     out["rss_before_setup_mb"] = _rss_mb()
+    phases = out["phase_peak_rss_mb"] = {}
+    peaks = PhasePeaks()
 
     lib = cls()
     try:
@@ -142,6 +248,7 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
         out.update(engine=op.engine, engine_reason=op.engine_reason, engine_timings=op.engine_timings,
                    engine_choice_seconds=op.setup_seconds, max_columns=op.max_columns)
 
+    peaks.end("setup")
     # -- the same Hessian? vᵀHv for one seeded v, compared across libraries by run.py ------------
     n = case.num_params
     try:
@@ -163,6 +270,7 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
             products[str(k)] = {"error": _error(err)}
     out["products"] = products
 
+    peaks.end("products")
     # -- SLQ -----------------------------------------------------------------------------------
     steps, probes = settings["steps"], settings["probes"]
     if settings.get("slq", True):
@@ -186,6 +294,7 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
             slq = {"error": _error(err), "note": lib.slq_note, "steps": run_steps, "probes": run_probes}
         out["slq"] = slq
 
+    peaks.end("slq")
     # -- λ_max ---------------------------------------------------------------------------------
     reference = settings.get("lambda_ref")
     rtol = settings.get("lambda_rtol", 1e-4)
@@ -201,6 +310,7 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
         if library == "hesslens":
             out["lambda_max_eigsh"] = _sweep(ScipyOnHesslens(lib), reference, rtol, budget)
 
+    peaks.end("lambda_max")
     # -- trace ---------------------------------------------------------------------------------
     t = settings.get("trace_matvecs")
     if t and lib.trace_method:
@@ -210,6 +320,26 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
         except Exception as err:  # noqa: BLE001
             out["trace"] = {"error": _error(err), "method": lib.trace_method}
 
+    peaks.end("trace")
+    # -- trace at equal accuracy -----------------------------------------------------------------
+    trace_rtol = settings.get("trace_rtol")
+    trace_ref = settings.get("trace_ref")
+    if trace_rtol and library == "hesslens" and trace_ref is None:
+        try:
+            seconds, ref = _timed(lambda: lib.reference_trace(
+                settings.get("trace_exact_max_params", 12_000), settings.get("trace_reference_matvecs", 3000),
+                settings.get("trace_reference_seed", 12345)))
+            out["trace_reference"] = {**ref, "seconds": seconds}
+            trace_ref = ref["value"]
+        except Exception as err:  # noqa: BLE001
+            out["trace_reference"] = {"error": _error(err)}
+    if trace_rtol and trace_ref is not None and lib.trace_method:
+        out["trace_accuracy"] = _trace_sweep(lib, trace_ref, trace_rtol, trace_grid(settings),
+                                             settings.get("trace_seeds", 4), settings.get("trace_budget_seconds", 120.0),
+                                             settings.get("trace_level_matvecs", 0))
+
+    peaks.end("trace_accuracy")
+    phases.update(peaks.peaks)
     out["peak_rss_mb"] = _rss_mb()
     out["loadavg_end"] = os.getloadavg()
     return out

@@ -27,7 +27,9 @@ when no peer is installed.
 Every adapter exposes the same verbs, each returning plain numbers:
 ``setup(case)``, ``product(V)`` (V a float32 (n, k) tensor; ``max_columns`` says how many
 columns one call may take), ``slq(steps, probes, seed)`` → (nodes, weights),
-``lambda_max(setting)`` → (value, products), ``trace(num_matvecs)``.
+``lambda_max(setting)`` → (value, products), ``trace(num_matvecs, seed)`` → the estimate.
+Every ``trace`` is seeded: the same seed gives the same probes, so the trace-to-accuracy sweep of
+:mod:`benchmarks.measure` (several seeds at each number of products) is reproducible.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class Library:
     def lambda_max(self, setting: Any) -> tuple[float, int]:
         raise NotImplementedError
 
-    def trace(self, num_matvecs: int) -> float:
+    def trace(self, num_matvecs: int, seed: int = 0) -> float:
         raise NotImplementedError
 
 
@@ -141,7 +143,7 @@ class Library:
 class Hesslens(Library):
     key, label, dist, module = "hesslens", "hesslens", "hesslens", "hesslens"
     max_columns = 10
-    slq_note = "all probes batched, full reorth., float64 recurrences"
+    slq_note = "all probes batched, full reorth., basis in the model dtype, float64 recurrences"
     lambda_method = "hl.eigenvalues (thick-restart block Lanczos)"
     lambda_settings = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6)
     lambda_setting_name = "tol"
@@ -174,8 +176,31 @@ class Hesslens(Library):
         r = self.hl.eigenvalues(self.op, k=1, which="largest", tol=tol, seed=1, progress=False)
         return float(r.values[0]), int(r.matvecs), bool(r.all_converged)
 
-    def trace(self, num_matvecs: int) -> float:
-        return float(self.hl.trace(self.op, num_matvecs=num_matvecs, method="hutch++", seed=0).estimate)
+    def trace(self, num_matvecs: int, seed: int = 0) -> float:
+        return float(self.hl.trace(self.op, num_matvecs=num_matvecs, method="hutch++", seed=seed).estimate)
+
+    def reference_trace(self, exact_max_params: int = 12_000, matvecs: int = 3000, seed: int = 12345,
+                        chunk: int = 256) -> dict[str, Any]:
+        """The trace every library's estimates are scored against.
+
+        Up to ``exact_max_params`` parameters it is exact: Σ_i (H e_i)_i from products with the
+        identity in blocks of ``chunk`` columns (n products; the products in the model's dtype, the
+        sum in float64). Above, it is a long seeded Hutch++ run of ``matvecs`` products, itself an
+        estimate: its standard error is returned with it (``stderr``; 0 for the exact trace).
+        """
+        n = self.op.n
+        if n <= exact_max_params:
+            total = 0.0
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
+                rows, cols = torch.arange(start, stop), torch.arange(stop - start)
+                e = torch.zeros(n, stop - start, dtype=torch.float64)
+                e[rows, cols] = 1.0
+                total += float(self.op.torch_matmat(e)[rows, cols].sum())
+            return {"value": total, "exact": True, "stderr": 0.0, "products": n, "method": "exact"}
+        r = self.hl.trace(self.op, num_matvecs=matvecs, method="hutch++", seed=seed)
+        return {"value": float(r.estimate), "exact": False, "stderr": float(r.stderr), "products": int(r.matvecs),
+                "method": "Hutch++", "seed": seed}
 
 
 class ScipyOnHesslens(Library):
@@ -226,8 +251,8 @@ class Eigenthings(Library):
         r = self.he.lanczos(counted, k=1, max_iter=min(int(setting), self.op.size - 1), which="LA", seed=0)
         return float(r.eigenvalues[0]), count[0]
 
-    def trace(self, num_matvecs: int) -> float:
-        return float(self.he.trace(self.op, num_matvecs=num_matvecs, method="hutch++", seed=0).estimate)
+    def trace(self, num_matvecs: int, seed: int = 0) -> float:
+        return float(self.he.trace(self.op, num_matvecs=num_matvecs, method="hutch++", seed=seed).estimate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +287,8 @@ class Curvlinops(Library):
     def lambda_max(self, setting: float) -> tuple[float, int]:
         return eigsh_largest(self.op.to_scipy(), setting)
 
-    def trace(self, num_matvecs: int) -> float:
-        torch.manual_seed(0)
+    def trace(self, num_matvecs: int, seed: int = 0) -> float:
+        torch.manual_seed(seed)  # hutchpp_trace (3.0.1) takes no generator: its probes come from the global one
         return float(self.cl.hutchpp_trace(self.op, num_matvecs=3 * (num_matvecs // 3)))
 
 
@@ -312,8 +337,8 @@ class PyHessian(Library):
         vals, _ = self.h.eigenvalues(maxIter=self.power_max_iter, tol=setting, top_n=1)
         return float(vals[0]), self.count
 
-    def trace(self, num_matvecs: int) -> float:
-        torch.manual_seed(0)
+    def trace(self, num_matvecs: int, seed: int = 0) -> float:
+        torch.manual_seed(seed)  # its Rademacher probes come from the global generator
         # tol=-inf: never stop early, so it spends exactly num_matvecs products (its default may stop after 2).
         return float(np.mean(self.h.trace(maxIter=num_matvecs, tol=-math.inf)))
 

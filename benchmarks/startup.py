@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import compile_sources
+
 
 def commands(python: str, hesslens: str, out: str | None, study: str) -> dict[str, list[str]]:
     cmds = {
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and not (Path(args.out) / "study.sqlite").exists():
         parser.error(f"{args.out}/study.sqlite does not exist: run `hesslens study {args.study} --preset smoke "
                      f"--out {args.out}` first")
+    compile_sources()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; {args.runs} runs after 1 warm-up")
     print(f"{'command':<60} {'wall s: median (min-max)':>26} {'cpu s: median (min-max)':>26}")
     for name, cmd in commands(sys.executable, hesslens, args.out, args.study).items():

@@ -24,4 +24,8 @@ if [ "${HESSLENS_KEEP_TORCH:-0}" != "1" ]; then
     .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+# Bytecode, as pip writes it for an installed package: an editable install leaves it to the first
+# import, which never writes it where PYTHONDONTWRITEBYTECODE is set (each fresh process then compiles
+# hesslens again, about 0.1 s). Stale files are recompiled by Python itself.
+.venv/bin/python -m compileall -q src/hesslens
 .venv/bin/python -c "import torch, hesslens; print(f'hesslens {hesslens.__version__} with torch {torch.__version__}')"

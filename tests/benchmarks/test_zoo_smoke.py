@@ -71,3 +71,34 @@ def test_compare_prints_hesslens_rows_of_two_runs(smoke, tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| mlp |"))
     hl = {r["library"]: r for r in smoke["json"]["results"]["mlp"]}["hesslens"]
     assert row.count("1.00×") == 2 and hl["engine"] in row
+
+
+def test_trace_to_accuracy_runs_against_hesslens_reference(smoke):
+    """hesslens computes the reference trace, run.py passes it on, and every row with a trace
+    estimator sweeps to the target; the table and the summary show the equal-accuracy column and row."""
+    from benchmarks.measure import trace_seeds_at
+
+    rows = {r["library"]: r for r in smoke["json"]["results"]["mlp"]}
+    settings = smoke["json"]["settings"]["mlp"]
+    hl = rows["hesslens"]
+    ref = hl["trace_reference"]
+    assert not ref["exact"] and ref["products"] == settings["trace_reference_matvecs"]  # the smoke preset's estimate
+    assert 0 < ref["stderr"] < abs(ref["value"])
+    assert settings["trace_ref"] == ref["value"]  # handed on to the other libraries
+    acc = hl["trace_accuracy"]
+    assert acc["reference"] == ref["value"] and acc["rtol"] == settings["trace_rtol"]
+    grid = [t["products"] for t in acc["tried"]]
+    assert grid == [6, 12, 24, 48][: len(grid)]
+    for t in acc["tried"]:  # more seeds at small counts, to spend trace_level_matvecs products there
+        seeds = trace_seeds_at(t["products"], settings["trace_seeds"], settings["trace_level_matvecs"])
+        assert len(t["values"]) == t["seeds"] == seeds >= settings["trace_seeds"]
+        rel = [(v - ref["value"]) / abs(ref["value"]) for v in t["values"]]
+        assert t["rms_rel_error"] == pytest.approx((sum(e * e for e in rel) / len(rel)) ** 0.5)
+    assert acc["tried"][0]["seeds"] > settings["trace_seeds"]
+    if acc["reached"]:  # the first count meeting the target, none before it
+        assert acc["products"] == grid[-1] and acc["rms_rel_error"] <= settings["trace_rtol"]
+        assert all(t["rms_rel_error"] > settings["trace_rtol"] for t in acc["tried"][:-1])
+    assert "trace_accuracy" not in rows["pyhessian_style"]  # no trace estimator there
+    out = smoke["stdout"]
+    assert "trace to 5% RMS error: time / products" in out and "| mlp | trace time to 5% (equal accuracy) |" in out
+    assert "reference trace = " in out and "an estimate itself" in out and "NOT well below" not in out

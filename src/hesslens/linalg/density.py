@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .. import memory
 from ..errors import InvalidInputError
 from ..operators.blocks import BlockView
 from ..progress import product_bar
 from . import checks
-from .lanczos import lanczos, lanczos_bytes
+from .lanczos import basis_dtype as resolve_basis_dtype, lanczos, lanczos_bytes
 from .random import generator, rademacher_columns, rademacher_signs
 
 if TYPE_CHECKING:
@@ -198,13 +199,18 @@ def spectral_density(
     probe_batch: int | None = None,
     max_bytes: int | str | None = None,
     progress: bool | None = None,
+    basis_dtype: Any = None,
 ) -> SpectralDensity | BlockResults:
     """SLQ estimate of the spectral density of a symmetric operator.
 
     Probes advance together through batched products, in groups whose Lanczos storage fits the
     memory budget (``max_bytes``, else :func:`hesslens.memory.default_budget`): a group of p
-    probes holds p·(m + 3)·n float64 numbers, m = min(steps, n), next to the n·probes bytes of the
-    probes' signs, drawn once. ``probe_batch`` caps the group size further. Grouping changes
+    probes holds p·(m + 3)·n numbers of the basis dtype, m = min(steps, n), next to the n·probes
+    bytes of the probes' signs, drawn once. ``basis_dtype``: of the Lanczos vectors; None (default)
+    float32 for a float32 :class:`~hesslens.HessianOperator` (half the memory and
+    reorthogonalisation traffic, at the precision its float32 products have anyway; see
+    :mod:`hesslens.linalg.lanczos`), float64 otherwise; ``"float64"`` or ``"float32"`` to say.
+    The recurrence coefficients and the quadrature are float64 either way. ``probe_batch`` caps the group size further. Grouping changes
     neither the probes nor the recurrences, only how many run at once; when not even one probe
     fits, it refuses with the estimate. Returns nodes and weights of shape (probes, steps); with
     steps > n the rows are padded. ``progress`` shows a bar over the probes × min(steps, n)
@@ -229,12 +235,16 @@ def spectral_density(
     if isinstance(op, BlockView):
         from .block_lanczos import block_spectral_density
 
+        if basis_dtype is not None and resolve_basis_dtype(basis_dtype) != torch.float64:
+            raise InvalidInputError("per-block SLQ keeps its Lanczos vectors in float64: pass basis_dtype=None or 'float64'")
+
         checks.announce(op, probes * sum(min(steps, m) for m in op.sizes))
         return block_spectral_density(op, steps, probes, seed, probe_batch=probe_batch, max_bytes=max_bytes,
                                       progress=progress)
     a = checks.operator(op)
+    dtype = resolve_basis_dtype(basis_dtype, a)
     gen = generator(seed)
-    batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes)
+    batch = probe_batch_size(a.n, steps, probes, probe_batch, max_bytes, dtype)
     checks.announce(a, probes * min(steps, a.n), batch)  # products of one probe group's columns
     nodes = np.zeros((probes, steps))
     weights = np.zeros((probes, steps))
@@ -249,24 +259,26 @@ def spectral_density(
         for start in range(0, probes, batch):
             stop = min(probes, start + batch)
             v0 = rademacher_columns(signs[:, start:stop])
-            tri = lanczos(a.matmat, v0, steps, on_matvecs=bar.update, max_bytes=max_bytes)
+            tri = lanczos(a.matmat, v0, steps, on_matvecs=bar.update, max_bytes=max_bytes, dtype=dtype,
+                          native=hasattr(a.source, "torch_matmat"))
             matvecs += tri.matvecs
             if tri.matvecs < (stop - start) * m:
                 bar.total -= (stop - start) * m - tri.matvecs
                 bar.refresh()
             for r in range(stop - start):
                 nodes[start + r], weights[start + r] = _quadrature(tri.alpha[r], tri.beta[r], int(tri.lengths[r]), steps)
-    meta = {"steps": steps, "probes": probes, "seed": int(seed), "probe": "rademacher", "reorthogonalisation": "full"}
+    meta = {"steps": steps, "probes": probes, "seed": int(seed), "probe": "rademacher", "reorthogonalisation": "full",
+            "basis": str(dtype).replace("torch.", "")}
     return SpectralDensity(nodes, weights, a.n, matvecs, time.perf_counter() - t0, meta)
 
 
 def probe_batch_size(n: int, steps: int, probes: int, probe_batch: int | None = None,
-                     max_bytes: int | str | None = None) -> int:
+                     max_bytes: int | str | None = None, dtype: torch.dtype = torch.float64) -> int:
     """How many SLQ probes :func:`spectral_density` runs at once: as many as fit the budget (at most
     ``probe_batch``); refuses with the estimate when not even one does."""
     signs = memory.estimate(n, probes, itemsize=1)
-    per_probe = lanczos_bytes(n, steps, 1)
+    per_probe = lanczos_bytes(n, steps, 1, dtype)
     m = min(steps, n)
     return memory.items_that_fit(per_probe, probe_batch or probes, signs, max_bytes, advice="lower steps",
-                                 what=f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} float64 "
-                                 "Lanczos basis and the probes' signs)")
+                                 what=f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} "
+                                 f"{str(dtype).replace('torch.', '')} Lanczos basis and the probes' signs)")

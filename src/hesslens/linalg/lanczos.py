@@ -13,8 +13,16 @@ subspace; it stops there and its remaining steps are left empty.
 The recurrences are a generator, :func:`lanczos_recurrences`, that yields each block of vectors to
 multiply; :func:`lanczos` drives it with one operator, per-block SLQ drives one per diagonal block.
 
-Before allocating, the storage (p·(steps + 3)·n float64 numbers: the basis, w, and the product's
-input and output) is checked against the memory budget of :mod:`hesslens.memory`.
+Before allocating, the storage (p·(steps + 3)·n numbers: the basis, w, and the product's input and
+output) is checked against the memory budget of :mod:`hesslens.memory`.
+
+The vectors are float64 unless told otherwise. A float32 basis (``dtype=torch.float32``) halves the
+storage and the reorthogonalisation traffic, which dominate on models of millions of parameters; it
+is what the products of a float32 model carry anyway: each product has a relative error of order
+ε₃₂ ≈ 6e-8 · (the loss's conditioning), so vectors kept to ε₃₂ add an error of the same order
+(orthogonality to about √j·ε₃₂ after full reorthogonalisation, Ritz values to about ε₃₂·‖A‖).
+α, β and the tridiagonal stay float64. :func:`basis_dtype` picks float32 for float32 hesslens
+operators only; measured against float64 in ``benchmarks/precision.py``.
 
 Reference: Golub & Van Loan, *Matrix Computations*, §10.1; Parlett, *The Symmetric Eigenvalue
 Problem*, ch. 13.
@@ -23,7 +31,7 @@ Problem*, ch. 13.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 import torch
@@ -34,8 +42,14 @@ from . import checks
 
 _ETA = 2 ** -0.5
 
-#: β below this multiple of the largest |α|, |β| seen is a breakdown (invariant subspace).
+#: β below this multiple of the largest |α|, |β| seen is a breakdown (invariant subspace), per basis
+#: dtype: well above what full reorthogonalisation leaves of an exhausted Krylov space (√j·ε·‖A‖),
+#: well below any β a quadrature weight could notice.
 BREAKDOWN_TOL = 1e-10
+BREAKDOWN_TOLS = {torch.float64: BREAKDOWN_TOL, torch.float32: 1e-5}
+
+#: What ``dtype=``/``basis_dtype=`` accept, by name.
+BASIS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,32 @@ def _project_out(stored: torch.Tensor, w: torch.Tensor) -> None:
     w.unsqueeze(1).baddbmm_(coeffs.transpose(1, 2), stored, alpha=-1.0)
 
 
-def lanczos_bytes(n: int, steps: int, p: int = 1) -> int:
-    """Peak memory of :func:`lanczos`: p·(min(steps, n) + 3)·n float64 numbers."""
-    return memory.estimate(p, min(steps, n) + 3, n)
+def lanczos_bytes(n: int, steps: int, p: int = 1, dtype: torch.dtype = torch.float64) -> int:
+    """Peak memory of :func:`lanczos`: p·(min(steps, n) + 3)·n numbers of ``dtype``."""
+    return memory.estimate(p, min(steps, n) + 3, n, itemsize=torch.empty((), dtype=dtype).element_size())
+
+
+def basis_dtype(value: Any, op: Any = None) -> torch.dtype:
+    """The dtype of the Lanczos vectors: ``"float64"``/``"float32"`` (or the torch dtypes) as given;
+    None: float32 where ``op`` is a hesslens operator whose products run in float32 (a float32 model),
+    float64 for everything else (dense matrices, SciPy operators, float64 models)."""
+    if value is None:
+        source = getattr(op, "source", op)
+        float32 = hasattr(source, "torch_matmat") and getattr(source, "dtype", None) == torch.float32
+        return torch.float32 if float32 else torch.float64
+    named = BASIS_DTYPES.get(value) if isinstance(value, str) else (value if value in BASIS_DTYPES.values() else None)
+    if named is None:
+        raise InvalidInputError(f"basis_dtype must be None (chosen from the operator), 'float64' or 'float32', got {value!r}")
+    return named
+
+
+def _in_float64(matmat: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``matmat`` of an operator that multiplies float64 only, fed a block of another dtype."""
+    def product(v: torch.Tensor) -> torch.Tensor:
+        return matmat(v.to(torch.float64))
+
+    product._hesslens_guarded = getattr(matmat, "_hesslens_guarded", False)  # type: ignore[attr-defined]
+    return product
 
 
 def lanczos(
@@ -74,11 +111,16 @@ def lanczos(
     on_step: Callable[[], None] | None = None,
     on_matvecs: Callable[[int], None] | None = None,
     max_bytes: int | str | None = None,
+    dtype: Any = torch.float64,
+    native: bool = False,
 ) -> Tridiagonals:
-    """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together (float64 throughout).
+    """Run ``v0.shape[1]`` Lanczos recurrences of ``steps`` steps together.
 
     ``v0`` is (n, p) (or (n,) for p = 1), finite, without zero columns; ``matmat`` maps a float64
-    (n, k) tensor to A times it. Products with NaN/Inf are refused. Above the memory budget
+    (n, k) tensor to A times it. Products with NaN/Inf are refused. ``dtype``: of the stored vectors
+    (float64, or float32 to halve memory and reorthogonalisation traffic; α and β are float64 either
+    way); ``native``: ``matmat`` takes and returns blocks of ``dtype`` itself (a hesslens operator),
+    else each block is converted to float64 for it. Above the memory budget
     (``max_bytes``, else :func:`hesslens.memory.default_budget`) it refuses before allocating.
     Every n-long operation works in place on preallocated storage: on large models a fresh
     n-vector per operation costs more in page faults than the arithmetic itself.
@@ -95,10 +137,12 @@ def lanczos(
     v0 = checks.start_vectors("v0", v0, n)
     p = v0.shape[1]
     steps = min(steps, n)
-    memory.check(lanczos_bytes(n, steps, p), f"{p} Lanczos recurrence(s) of {steps} steps in dimension {n} "
-                 f"(a {p}×{steps}×{n} float64 basis)", max_bytes, advice="run fewer recurrences at once or fewer steps")
-    matmat = checks.guarded(matmat, n, "matmat")
-    recurrences = lanczos_recurrences(v0, steps, on_step=on_step)
+    dtype = basis_dtype(dtype)
+    memory.check(lanczos_bytes(n, steps, p, dtype), f"{p} Lanczos recurrence(s) of {steps} steps in dimension {n} "
+                 f"(a {p}×{steps}×{n} {str(dtype).replace('torch.', '')} basis)", max_bytes,
+                 advice="run fewer recurrences at once or fewer steps")
+    matmat = checks.guarded(matmat if native or dtype == torch.float64 else _in_float64(matmat), n, "matmat")
+    recurrences = lanczos_recurrences(v0, steps, on_step=on_step, dtype=dtype)
     block = next(recurrences)
     while True:
         product = matmat(block)
@@ -110,12 +154,13 @@ def lanczos(
             return finished.value
 
 
-def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], None] | None = None
-                        ) -> Generator[torch.Tensor, torch.Tensor, Tridiagonals]:
+def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], None] | None = None,
+                        dtype: torch.dtype = torch.float64) -> Generator[torch.Tensor, torch.Tensor, Tridiagonals]:
     """The recurrences of :func:`lanczos` as a generator that yields each block to multiply.
 
-    It yields the (n, k) float64 block of the k recurrences still active and must be sent A times
-    it; it returns the :class:`Tridiagonals`. ``v0`` is a checked (n, p) float64 tensor and
+    It yields the (n, k) block (of ``dtype``, the basis's) of the k recurrences still active and must
+    be sent A times it (any float dtype); it returns the :class:`Tridiagonals`. ``v0`` is a checked
+    (n, p) float64 tensor and
     ``steps`` ≤ n; nothing is validated or budgeted here (:func:`lanczos` does both). Driving several
     of these generators with one product of all their blocks advances independent recurrences of
     different operators together: :func:`hesslens.linalg.blocks.spectral_density` does that for the
@@ -124,14 +169,15 @@ def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], N
     n, p = v0.shape
     # (p, steps, n): each recurrence's vectors contiguous, so reorthogonalisation is a batched GEMV.
     # Rows are written before they are read, so the storage need not be zeroed.
-    basis = torch.empty(p, steps, n, dtype=torch.float64)
-    w = torch.empty(p, n, dtype=torch.float64)
+    basis = torch.empty(p, steps, n, dtype=dtype)
+    w = torch.empty(p, n, dtype=dtype)
+    breakdown = BREAKDOWN_TOLS[dtype]
     alpha = np.zeros((p, steps))
     beta = np.zeros((p, max(steps - 1, 0)))
     lengths = np.full(p, steps)
     active = np.ones(p, dtype=bool)
     scale = np.zeros(p)
-    torch.div(v0.T, v0.norm(dim=0)[:, None], out=basis[:, 0])
+    basis[:, 0].copy_(v0.T / v0.norm(dim=0)[:, None])
     matvecs = 0
     for j in range(steps):
         v = basis[:, j]
@@ -140,13 +186,13 @@ def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], N
             w.copy_((yield v.T.contiguous()).T)
         else:
             w.zero_()
-            w[torch.from_numpy(idx)] = (yield v[torch.from_numpy(idx)].T.contiguous()).T
+            w[torch.from_numpy(idx)] = (yield v[torch.from_numpy(idx)].T.contiguous()).T.to(dtype)
         matvecs += len(idx)
         a = torch.bmm(w.unsqueeze(1), v.unsqueeze(2)).view(p)
-        alpha[active, j] = a.numpy()[active]
+        alpha[active, j] = a.double().numpy()[active]
         w.addcmul_(v, a[:, None], value=-1.0)
         if j > 0:
-            w.addcmul_(basis[:, j - 1], torch.from_numpy(beta[:, j - 1])[:, None], value=-1.0)
+            w.addcmul_(basis[:, j - 1], torch.from_numpy(beta[:, j - 1]).to(dtype)[:, None], value=-1.0)
         # Full reorthogonalisation against every stored vector; a second pass only where the first
         # removed most of w (Kahan–Parlett "twice is enough" test, η = 1/√2).
         stored = basis[:, : j + 1]
@@ -158,15 +204,15 @@ def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], N
             on_step()
         if j == steps - 1:
             break
-        b = torch.linalg.vector_norm(w, dim=1).numpy()
+        b = torch.linalg.vector_norm(w, dim=1).double().numpy()
         scale = np.maximum(scale, np.maximum(np.abs(alpha[:, j]), b))
-        broke = active & (b <= BREAKDOWN_TOL * np.maximum(scale, np.finfo(float).tiny))
+        broke = active & (b <= breakdown * np.maximum(scale, np.finfo(float).tiny))
         lengths[broke] = j + 1
         active &= ~broke
         if not active.any():
             break
         beta[active, j] = b[active]
-        torch.div(w, torch.from_numpy(np.where(active, b, 1.0))[:, None], out=basis[:, j + 1])
+        torch.div(w, torch.from_numpy(np.where(active, b, 1.0)).to(dtype)[:, None], out=basis[:, j + 1])
         if not active.all():
             basis[torch.from_numpy(np.flatnonzero(~active)), j + 1] = 0.0
     return Tridiagonals(alpha=alpha, beta=beta, lengths=lengths, matvecs=matvecs)

@@ -60,12 +60,16 @@ def _apply_columns(fn: Callable[[Params], Params], tangents: Params, use_vmap: b
         return vmap(fn)(tangents)
     k = tangents[0].shape[0]
     cols = [fn(tuple(t[i] for t in tangents)) for i in range(k)]
+    if k == 1:  # a view, not a copy: on models of millions of parameters every n-long copy shows
+        return tuple(c.unsqueeze(0) for c in cols[0])
     return tuple(torch.stack([c[j] for c in cols]) for j in range(len(tangents)))
 
 
-def _accumulate(total: list[torch.Tensor] | None, part: Params, weight: float) -> list[torch.Tensor]:
+def _accumulate(total: list[torch.Tensor] | None, part: Params, weight: float, only: bool = False) -> list[torch.Tensor]:
+    """Σ w_b part_b. The first part is copied (a product may alias its tangent: autograd passes a
+    gradient through identity paths as is), unless it is the ``only`` one with weight 1: then it is the sum."""
     if total is None:
-        return [weight * p for p in part]
+        return list(part) if only and weight == 1.0 else [weight * p for p in part]
     for t, p in zip(total, part):
         t.add_(p, alpha=weight)
     return total
@@ -129,7 +133,7 @@ class LinearizeEngine(Engine):
     def hvp(self, tangents: Params) -> Params:
         total = None
         for f, w in zip(self._jvps, self.weights):
-            total = _accumulate(total, _quiet(lambda: _apply_columns(f, tangents, self.use_vmap)), w)
+            total = _accumulate(total, _quiet(lambda: _apply_columns(f, tangents, self.use_vmap)), w, len(self._jvps) == 1)
         return tuple(total)
 
 
@@ -184,7 +188,7 @@ class DoubleBackwardEngine(Engine):
     def hvp(self, tangents: Params) -> Params:
         total = None
         for (g, leaves), w in zip(self._graphs, self.weights):
-            total = _accumulate(total, _reverse_over_reverse(g, leaves, tangents, self.use_vmap), w)
+            total = _accumulate(total, _reverse_over_reverse(g, leaves, tangents, self.use_vmap), w, len(self._graphs) == 1)
         return tuple(total)
 
     def block_hvp(self, groups: Sequence[Sequence[int]], tangents: Sequence[Params]) -> list[Params]:

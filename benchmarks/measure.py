@@ -50,11 +50,20 @@ class PhasePeaks:
     """Peak resident set size of each phase of a measurement: Linux's high-water mark ``VmHWM``, reset
     (``/proc/self/clear_refs``, value 5) at the start of each phase, so a phase's peak is what the process
     held during it: the library's state left by earlier phases (its operator, kept graphs) plus the
-    phase's own work. None where the kernel offers neither file."""
+    phase's own work. None where the kernel offers neither file.
+
+    The reset also resets ``getrusage``'s ``ru_maxrss`` (both read the same high-water mark), so the
+    whole process's peak is :meth:`overall`: the largest of the peak before the first reset and every
+    phase's."""
 
     def __init__(self) -> None:
         self.peaks: dict[str, float | None] = {}
+        self._before = _rss_mb()
         self._reset()
+
+    def overall(self) -> float:
+        """The process's peak so far: before the first reset, in every phase, and now."""
+        return max([self._before, _rss_mb(), *(p for p in self.peaks.values() if p is not None)])
 
     @staticmethod
     def _reset() -> None:
@@ -241,7 +250,9 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
     except Exception as err:  # noqa: BLE001
         out["setup_error"] = _error(err)
         out["traceback"] = traceback.format_exc()
-        out["peak_rss_mb"] = _rss_mb()
+        peaks.end("setup")
+        phases.update(peaks.peaks)
+        out["peak_rss_mb"] = peaks.overall()
         return out
     if library == "hesslens":
         op = lib.op
@@ -340,7 +351,7 @@ def _measure(library: str, model: str, settings: dict[str, Any]) -> dict[str, An
 
     peaks.end("trace_accuracy")
     phases.update(peaks.peaks)
-    out["peak_rss_mb"] = _rss_mb()
+    out["peak_rss_mb"] = peaks.overall()
     out["loadavg_end"] = os.getloadavg()
     return out
 

@@ -66,6 +66,11 @@ def seed(value: Any, name: str = "seed") -> int:
     return int(value)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32``: how messages and results name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise InvalidInputError(f"{name} must be one of {tuple(options)}, got {value!r}")
@@ -134,7 +139,7 @@ def dense_matrix(a: Any, name: str = "op") -> None:
                 r, c = i + r, j + c
                 raise InvalidInputError(
                     f"{name} is not symmetric: |A[{r},{c}] − A[{c},{r}]| = {skew:.3g} is {skew / largest:.3g} × max|A| "
-                    f"(the tolerance for {str(t.dtype).replace('torch.', '')} is √ε = {rtol:.2g} × max|A|); hesslens "
+                    f"(the tolerance for {dtype_name(t.dtype)} is √ε = {rtol:.2g} × max|A|); hesslens "
                     "needs a symmetric operator (a Hessian): pass (A + A.T) / 2 if the asymmetry is round-off"
                 )
 

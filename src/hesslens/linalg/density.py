@@ -210,8 +210,9 @@ def spectral_density(
     float32 for a float32 :class:`~hesslens.HessianOperator` (half the memory and
     reorthogonalisation traffic, at the precision its float32 products have anyway; see
     :mod:`hesslens.linalg.lanczos`), float64 otherwise; ``"float64"`` or ``"float32"`` to say.
-    The recurrence coefficients and the quadrature are float64 either way. ``probe_batch`` caps the group size further. Grouping changes
-    neither the probes nor the recurrences, only how many run at once; when not even one probe
+    The recurrence coefficients and the quadrature are float64 either way. ``probe_batch`` caps the
+    group size further. Grouping changes neither the probes nor the recurrences, only how many run
+    at once; when not even one probe
     fits, it refuses with the estimate. Returns nodes and weights of shape (probes, steps); with
     steps > n the rows are padded. ``progress`` shows a bar over the probes × min(steps, n)
     products (None: only on a terminal; False: never).
@@ -268,7 +269,7 @@ def spectral_density(
             for r in range(stop - start):
                 nodes[start + r], weights[start + r] = _quadrature(tri.alpha[r], tri.beta[r], int(tri.lengths[r]), steps)
     meta = {"steps": steps, "probes": probes, "seed": int(seed), "probe": "rademacher", "reorthogonalisation": "full",
-            "basis": str(dtype).replace("torch.", "")}
+            "basis": checks.dtype_name(dtype)}
     return SpectralDensity(nodes, weights, a.n, matvecs, time.perf_counter() - t0, meta)
 
 
@@ -281,4 +282,4 @@ def probe_batch_size(n: int, steps: int, probes: int, probe_batch: int | None = 
     m = min(steps, n)
     return memory.items_that_fit(per_probe, probe_batch or probes, signs, max_bytes, advice="lower steps",
                                  what=f"SLQ with {steps} steps in dimension {n} (one probe's {m}×{n} "
-                                 f"{str(dtype).replace('torch.', '')} Lanczos basis and the probes' signs)")
+                                 f"{checks.dtype_name(dtype)} Lanczos basis and the probes' signs)")

@@ -139,7 +139,7 @@ def lanczos(
     steps = min(steps, n)
     dtype = basis_dtype(dtype)
     memory.check(lanczos_bytes(n, steps, p, dtype), f"{p} Lanczos recurrence(s) of {steps} steps in dimension {n} "
-                 f"(a {p}×{steps}×{n} {str(dtype).replace('torch.', '')} basis)", max_bytes,
+                 f"(a {p}×{steps}×{n} {checks.dtype_name(dtype)} basis)", max_bytes,
                  advice="run fewer recurrences at once or fewer steps")
     matmat = checks.guarded(matmat if native or dtype == torch.float64 else _in_float64(matmat), n, "matmat")
     recurrences = lanczos_recurrences(v0, steps, on_step=on_step, dtype=dtype)

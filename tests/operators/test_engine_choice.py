@@ -85,6 +85,37 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
     assert built and {c.status for c in op.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
 
 
+def test_a_linearisation_whose_cache_would_be_large_is_not_built(monkeypatch):
+    model, loss_fn, data = _problem()
+    built = []
+    original = choice.LinearizeEngine.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(choice.LinearizeEngine, "__init__", counting)
+    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)  # the build would pay for itself
+    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
+    profile = hl.HessianOperator(model, loss_fn, data, engine="double_backward")._gradient_profile
+    assert profile.linearize_cache_estimate(3) == 3 * choice.LINEARIZE_CACHE_FACTOR * profile.saved_bytes > 0
+    # a limit just below this model's estimate: skipped, recorded, and no warning (not a refusal)
+    monkeypatch.setattr(choice, "LINEARIZE_MAX_CACHE_BYTES", profile.linearize_cache_estimate() - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10_000)
+    assert not built and op.engine.startswith("double_backward")
+    skipped = [c for c in op.engine_report.checks if c.label.startswith("linearize")]
+    assert [c.status for c in skipped] == ["skipped", "skipped"] and "would exceed" in skipped[0].reason
+    # a memory budget that leaves no room beside the double-backward cache skips it too
+    monkeypatch.setattr(choice, "LINEARIZE_MAX_CACHE_BYTES", 2**40)
+    tight = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10_000, cache_budget=op._cache_bytes + 1)
+    assert not built and "would exceed" in tight.engine_report.checks[-1].reason
+    # with room for it, it is built and verified like any candidate
+    roomy = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10_000)
+    assert built and {c.status for c in roomy.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
+
+
 def test_the_estimate_grows_with_the_gradient():
     model, loss_fn, (x, y) = _problem()
     small = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile

@@ -63,6 +63,17 @@ LINEARIZE_FIRST_USE_SECONDS = 0.5
 #: most a linearisation is assumed to save.
 LINEARIZE_BEST_RATIO = 0.5
 
+#: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
+#: gradient saves for backward: 5× (benchmark CNN), 7× (ResNet-18), 13× (transformer) and 20× (GPT)
+#: were measured (RSS over the double-backward operator's, after one product); the largest is taken.
+LINEARIZE_CACHE_FACTOR = 20
+
+#: A linearisation whose cache is estimated above this many bytes is not built. Where a gradient saves
+#: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
+#: models past it (ResNet-18, GPT) the linearisation's products took 1.2× and 0.95× double backward's
+#: time per column, while its build took 15–18 s and its cache 1.4–3.4 GB beyond double backward's.
+LINEARIZE_MAX_CACHE_BYTES = 2**30
+
 #: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
 #: checks replay consistency uses one column: on large models set-up stays a few gradients.
 SLOW_CALL_SECONDS = 1.0
@@ -87,6 +98,11 @@ class GradientProfile:
         the first use of torch's tracing stack in this process)."""
         first = 0.0 if "torch._dynamo" in sys.modules else LINEARIZE_FIRST_USE_SECONDS
         return first + LINEARIZE_SECONDS_PER_NODE * self.nodes
+
+    def linearize_cache_estimate(self, batches: int = 1) -> int:
+        """Bytes a linearisation of ``batches`` such batches would hold (:data:`LINEARIZE_CACHE_FACTOR`
+        times the saved bytes, per batch)."""
+        return LINEARIZE_CACHE_FACTOR * self.saved_bytes * batches
 
     def linearize_blocker(self) -> str | None:
         hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
@@ -279,6 +295,8 @@ def choose_engine(
     probe_columns: int = 4,
     linearize_estimate: float | None = None,
     columns: int | None = None,
+    linearize_cache: int | None = None,
+    memory_room: int | None = None,
 ) -> EngineChoice:
     """Verify the candidate engines on the first batch, then keep the fastest verified one for
     ``expected_matvecs`` products (build time + products × seconds per column).
@@ -287,7 +305,9 @@ def choose_engine(
     ``linearize_estimate`` seconds (:data:`LINEARIZE_SECONDS_PER_NODE` per node of the gradient's graph),
     is below what ``expected_matvecs`` double-backward products cost — with fewer products it could not
     pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
-    as ``"skipped"``. ``columns`` is the widest product expected (None: unknown): the trial multiplies at
+    as ``"skipped"``; so is one whose cache, ``linearize_cache`` bytes (estimated), would exceed
+    :data:`LINEARIZE_MAX_CACHE_BYTES` or the ``memory_room`` the budget leaves beside the double-backward
+    cache: its memory is then paid whether or not it is chosen. ``columns`` is the widest product expected (None: unknown): the trial multiplies at
     most that many columns, and with one column vmap is not tried.
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
@@ -324,9 +344,15 @@ def choose_engine(
     # A linearisation whose build costs more than it can save over the expected products is not built
     # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
     # best LINEARIZE_BEST_RATIO of double backward's.
+    limit = LINEARIZE_MAX_CACHE_BYTES if memory_room is None else min(LINEARIZE_MAX_CACHE_BYTES, memory_room)
     saving = (1 - LINEARIZE_BEST_RATIO - SPEED_MARGIN) * expected_matvecs * min(per_column.values(), default=math.inf)
     if linearize_blocker:
         checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
+    elif linearize_cache is not None and linearize_cache > limit:
+        reason = (f"not built: its cache (about {linearize_cache / 2**20:,.0f} MB, estimated from the gradient's saved "
+                  f"tensors) would exceed {limit / 2**20:,.0f} MB; products this large are "
+                  "compute-bound, where a linearisation saves little")
+        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
     elif linearize_estimate is not None and saving <= linearize_estimate:
         reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than it "
                   f"can save over {expected_matvecs} products (at most {saving:.2g} s)")

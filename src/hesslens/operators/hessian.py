@@ -210,7 +210,8 @@ class HessianOperator:
         self._gradient_profile = profile = self._profile(first_batch)
         per_batch = profile.saved_bytes
         self._budget = budget = memory.budget(cache_budget)
-        # A linearised or kept double-backward graph holds about three times what one gradient saves.
+        # A kept double-backward graph holds about three times what one gradient saves (a linearisation more:
+        # choice.LINEARIZE_CACHE_FACTOR).
         self._cache_bytes = 3 * per_batch * len(self.data)
         self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
 
@@ -253,7 +254,9 @@ class HessianOperator:
                                    cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
                                    expected_matvecs=self.expected_matvecs,
                                    linearize_estimate=profile.linearize_estimate(),
-                                   columns=self._expected_columns)
+                                   columns=self._expected_columns,
+                                   linearize_cache=profile.linearize_cache_estimate(len(batches)),
+                                   memory_room=max(0, self._budget - self._cache_bytes))
         else:
             choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
                                      source=self.data if engine_name == "streaming" else batches,

@@ -164,3 +164,37 @@ def test_one_column_with_an_unavailable_linearisation_records_each_candidate_onc
     status = {c.label: c.status for c in op.engine_report.checks}
     assert status["linearize+vmap"] == status["linearize+loop"] == "unavailable"
     assert status["double_backward+vmap"] == "skipped"
+
+
+def test_one_column_products_of_a_vmap_engine_take_the_verified_loop(monkeypatch):
+    from hesslens.operators import engines
+
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data, engine="double_backward+vmap")
+    assert op._engine.loop_for_one_column  # double backward's loop is the reference itself
+    batched = []
+    original = torch.autograd.grad
+
+    def recording(*args, **kwargs):
+        batched.append(kwargs.get("is_grads_batched", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engines.torch.autograd, "grad", recording)
+    n = sum(p.numel() for p in model.parameters())
+    v = torch.randn(n, 3, dtype=DT, generator=torch.Generator().manual_seed(1))
+    one, three = op.torch_matmat(v[:, :1]), op.torch_matmat(v)
+    assert batched == [False, True]  # one column: the loop; three: vmap's batched backward
+    torch.testing.assert_close(one, three[:, :1], rtol=1e-12, atol=1e-14)
+    # a linearisation whose loop mode was not verified keeps vmap for one column too
+    lin = hl.HessianOperator(model, loss_fn, data, engine="linearize+vmap")
+    assert lin.engine == "linearize+vmap" and not lin._engine.loop_for_one_column
+    torch.testing.assert_close(lin.torch_matmat(v[:, :1]), one, rtol=1e-10, atol=1e-12)
+
+
+def test_the_auto_choice_lets_a_vmap_engine_take_the_loop_only_where_the_loop_was_verified(monkeypatch):
+    model, loss_fn, data = _problem()
+    monkeypatch.setattr(choice, "PREFERENCE", ("double_backward+vmap", "double_backward+loop",
+                                               "linearize+vmap", "linearize+loop"))
+    monkeypatch.setattr(choice, "SPEED_MARGIN", 1e9)  # the first verified label in PREFERENCE wins
+    op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
+    assert op.engine == "double_backward+vmap" and op._engine.loop_for_one_column

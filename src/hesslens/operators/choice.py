@@ -380,6 +380,7 @@ def choose_engine(
         engine.use_vmap = mode == "vmap"
     else:
         engine = ENGINES[name](loss, params, batches, weights, use_vmap=(mode == "vmap"))
+    engine.loop_for_one_column = mode == "vmap" and f"{name}+loop" in total
     reason = (f"fastest verified engine for {expected_matvecs} products (build + products, timed on the first batch "
               f"with {trial.columns} columns; ties within {SPEED_MARGIN:.0%} go to the simpler engine)")
     refusals = _refusal_summary(checks)
@@ -463,5 +464,7 @@ def verified_engine(
         engine = candidate
     else:
         engine = ENGINES[name](loss, params, source, weights, use_vmap=use_vmap, **extra)
+    # double backward's loop is the reference computation itself; other engines' loops were not verified here
+    engine.loop_for_one_column = use_vmap and name == "double_backward"
     check = EngineCheck(label, "chosen", check.reason, check.seconds_per_column, check.relative_error)
     return EngineChoice(engine, EngineReport(label, "requested", trial.tolerance, trial.columns, (check,)))

@@ -307,8 +307,10 @@ def choose_engine(
     pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
     as ``"skipped"``; so is one whose cache, ``linearize_cache`` bytes (estimated), would exceed
     :data:`LINEARIZE_MAX_CACHE_BYTES` or the ``memory_room`` the budget leaves beside the double-backward
-    cache: its memory is then paid whether or not it is chosen. ``columns`` is the widest product expected (None: unknown): the trial multiplies at
-    most that many columns, and with one column vmap is not tried.
+    cache: its memory would be paid whether or not it is chosen (the allocator keeps it). ``columns`` is the
+    widest product expected (None: unknown): the trial multiplies at most that many columns, and with one
+    column vmap is not tried. A chosen ``+vmap`` engine takes one-column products through its loop where
+    that loop was verified too (:attr:`~hesslens.operators.engines.Engine.loop_for_one_column`).
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
     product is verified the same way and replaced by double backward where it disagrees.

@@ -95,9 +95,9 @@ class Engine:
     def hvp(self, tangents: Params) -> Params:
         raise NotImplementedError
 
-    #: Whether a product of ONE column takes the loop although the engine vmaps: vmap has nothing to batch
-    #: then and costs more (1.3× the loop's time on the benchmark's ResNet-18). Set by the engine choice only where this
-    #: engine's loop mode was verified too (double backward's loop is the reference itself).
+    #: Whether a product of ONE column takes the loop although the engine vmaps: vmap has nothing to
+    #: batch then and costs more (1.3× the loop's time on the benchmark's ResNet-18). Set by the engine
+    #: choice only where this engine's loop mode was verified too (double backward's loop is the reference).
     loop_for_one_column: bool = False
 
     def _vmap(self, tangents: Params) -> bool:

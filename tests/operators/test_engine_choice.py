@@ -198,3 +198,22 @@ def test_the_auto_choice_lets_a_vmap_engine_take_the_loop_only_where_the_loop_wa
     monkeypatch.setattr(choice, "SPEED_MARGIN", 1e9)  # the first verified label in PREFERENCE wins
     op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
     assert op.engine == "double_backward+vmap" and op._engine.loop_for_one_column
+
+
+def test_on_a_slow_model_each_candidate_is_timed_at_its_best_measured_rate(monkeypatch):
+    """The reference's first call is the first product of all (one-time costs in it): its one-column
+    repeat counts too, as for every candidate, so the comparison is not tilted towards later ones."""
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data, engine="double_backward")
+    params, batch = op._primal, op._engine.batches[0]
+    trial, reference, _ = choice._trial(op._loss, params, batch, 2)
+    clock = iter([0.0, 0.5, 1.0, 1.1])  # first call 0.5 s for 2 columns, the repeat 0.1 s for 1
+
+    monkeypatch.setattr(choice.time, "perf_counter", lambda: next(clock))
+    trial.slow = True
+    check, per_column = trial.check(reference)
+    assert check.status == "verified" and per_column == pytest.approx(0.1)
+    clock = iter([0.0, 0.2, 1.0, 1.5])  # a candidate whose repeat is the slower: its first call counts
+    candidate = choice.DoubleBackwardEngine(op._loss, params, [batch], (1.0,), use_vmap=True)
+    check, per_column = trial.check(candidate)
+    assert check.status == "verified" and per_column == pytest.approx(0.1)

@@ -61,9 +61,9 @@ def test_engine_properties_choose_when_asked():
     assert op.setup_seconds > 0 and op.engine_report.engine == op.engine
 
 
-def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
-    model, loss_fn, data = _problem()
-    built = []
+def _count_linearize_builds(monkeypatch) -> list[int]:
+    """A list that grows by one at every LinearizeEngine built from now on (the test's monkeypatch)."""
+    built: list[int] = []
     original = choice.LinearizeEngine.__init__
 
     def counting(self, *args, **kwargs):
@@ -71,6 +71,12 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(choice.LinearizeEngine, "__init__", counting)
+    return built
+
+
+def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
+    model, loss_fn, data = _problem()
+    built = _count_linearize_builds(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a skipped linearisation is not a refusal: no warning
         op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
@@ -87,14 +93,7 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
 
 def test_a_linearisation_whose_cache_would_be_large_is_not_built(monkeypatch):
     model, loss_fn, data = _problem()
-    built = []
-    original = choice.LinearizeEngine.__init__
-
-    def counting(self, *args, **kwargs):
-        built.append(1)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(choice.LinearizeEngine, "__init__", counting)
+    built = _count_linearize_builds(monkeypatch)
     monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)  # the build would pay for itself
     monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
     profile = hl.HessianOperator(model, loss_fn, data, engine="double_backward")._gradient_profile

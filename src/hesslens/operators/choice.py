@@ -64,14 +64,16 @@ LINEARIZE_FIRST_USE_SECONDS = 0.5
 LINEARIZE_BEST_RATIO = 0.5
 
 #: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
-#: gradient saves for backward: 5× (benchmark CNN), 7× (ResNet-18), 13× (transformer) and 20× (GPT)
-#: were measured (RSS over the double-backward operator's, after one product); the largest is taken.
+#: gradient saves for backward: its growth of the peak RSS over a double-backward operator's, after one
+#: product, was 3.2× (benchmark CNN), 6.1× (ResNet-18), 11× (transformer) and 18.5× (GPT) in
+#: ``python -m benchmarks.linearize_cache``; rounded up from the largest.
 LINEARIZE_CACHE_FACTOR = 20
 
 #: A linearisation whose cache is estimated above this many bytes is not built. Where a gradient saves
 #: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
-#: models past it (ResNet-18, GPT) the linearisation's products took 1.2× and 0.95× double backward's
-#: time per column, while its build took 15–18 s and its cache 1.4–3.4 GB beyond double backward's.
+#: models past it (ResNet-18, GPT) the linearisation's products took 1.27× and 0.95× double backward's
+#: time per column, while its build took 15–18 s (engine timings of a full benchmark run) and its
+#: cache 1.25–3.1 GB beyond double backward's (``benchmarks.linearize_cache``).
 LINEARIZE_MAX_CACHE_BYTES = 2**30
 
 #: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that

@@ -1,0 +1,107 @@
+"""What a linearisation holds, against the bytes one gradient saves: the basis of
+``hesslens.operators.choice.LINEARIZE_CACHE_FACTOR``.
+
+For each zoo model, in a fresh process of its own: a double-backward operator is built (``engine="double_backward"``),
+then a linearisation of its batch (``LinearizeEngine``, one product of one column), which is then dropped,
+the heap trimmed (glibc ``malloc_trim``), and a second linearisation built and multiplied the same way.
+Printed per model: the gradient's saved bytes (``GradientProfile.saved_bytes``), the resident set
+(``VmRSS``) and its high-water mark (``VmHWM``) after each step, and the linearisation's growth of the
+high-water mark over the double-backward operator's as a multiple of the saved bytes. The rows after the
+drop say whether the process gives the memory back (current RSS) and whether a second build reuses it
+(no new high-water mark).
+
+Run: ``.venv/bin/python -m benchmarks.linearize_cache [--models cnn,transformer,resnet18,gpt]``. Linux only
+(``/proc/self/status``). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import subprocess
+import sys
+
+import torch
+
+import hesslens as hl
+from hesslens.operators.engines import LinearizeEngine
+
+from . import compile_sources, zoo
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim with
+
+
+def measure(model: str) -> dict[str, float]:
+    """RSS and its high-water mark (MB) after each step, and the saved bytes, for one zoo model."""
+    torch.manual_seed(0)
+    case = zoo.build(model)
+    op = hl.HessianOperator(case.model, case.loss_fn, case.batch, engine="double_backward")
+    engine = op._engine
+    out = {"saved_mb": op._gradient_profile.saved_bytes / 2**20}
+
+    def step(name: str) -> None:
+        out[f"{name}_rss"], out[f"{name}_hwm"] = _status_mb("VmRSS"), _status_mb("VmHWM")
+
+    step("double_backward")
+    tangents = tuple(torch.randn(1, *p.shape, generator=torch.Generator().manual_seed(0)) for p in engine.params)
+    for build in ("first", "second"):
+        lin = LinearizeEngine(engine.loss, engine.params, engine.batches, engine.weights, use_vmap=False)
+        lin.hvp(tangents)
+        step(f"{build}_linearisation")
+        del lin
+        gc.collect()
+        step(f"{build}_dropped")
+        _trim()
+        step(f"{build}_trimmed")
+    return out
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    lines = ["| model | saved by a gradient | double backward: RSS / peak | linearisation: RSS / peak | "
+             "dropped | trimmed | second build: peak | linearisation's growth of the peak / saved bytes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, r in rows.items():
+        growth = (r["first_linearisation_hwm"] - r["double_backward_hwm"]) / r["saved_mb"]
+        lines.append(
+            f"| {model} | {r['saved_mb']:,.0f} MB | {r['double_backward_rss']:,.0f} / {r['double_backward_hwm']:,.0f} MB | "
+            f"{r['first_linearisation_rss']:,.0f} / {r['first_linearisation_hwm']:,.0f} MB | "
+            f"{r['first_dropped_rss']:,.0f} MB | {r['first_trimmed_rss']:,.0f} MB | "
+            f"{r['second_linearisation_hwm']:,.0f} MB | {growth:.1f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="cnn,transformer,resnet18,gpt")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # the child: measure one model, print JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one)))
+        return
+    compile_sources()
+    rows = {}
+    for model in args.models.split(","):
+        # a fresh process per model: the high-water mark is then that model's alone
+        done = subprocess.run([sys.executable, "-m", "benchmarks.linearize_cache", "--one", model],
+                              capture_output=True, text=True, check=True)
+        rows[model] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

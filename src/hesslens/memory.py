@@ -19,6 +19,7 @@ operators and the algorithms can share it.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 import os
@@ -151,3 +152,20 @@ def items_that_fit(per_item: int, count: int, fixed: int = 0, max_bytes: str | i
     if fit == 0:
         refuse(fixed + per_item, what, max_bytes, advice=advice)
     return fit
+
+
+def release_freed_memory() -> bool:
+    """Return the heap's free pages to the operating system (glibc's ``malloc_trim(0)``).
+
+    Freed tensors stay resident in the C allocator's arenas, where later allocations reuse them but
+    nothing else can: after a large cache is dropped (a linearisation built for the engine trial and
+    not chosen holds 3–18× the bytes of one gradient's saved tensors; ``benchmarks.linearize_cache``)
+    the process would keep its peak for the rest of the analysis. Returns whether any memory was
+    returned; a no-op (False) where the C library is not glibc.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))

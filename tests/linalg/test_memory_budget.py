@@ -8,6 +8,7 @@ the Hutch++ sketch 16·n·s.
 from __future__ import annotations
 
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -240,3 +241,31 @@ def test_trace_refuses_when_one_probe_column_does_not_fit():
         hl.trace(op, m, "hutchinson", max_bytes=need - 1)
     assert count[0] == 0
     assert hl.trace(op, m, "hutchinson", max_bytes=need).matvecs == m
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not os.path.exists("/proc/self/status"),
+                    reason="malloc_trim is glibc's; the resident set is read from Linux's /proc")
+def test_release_freed_memory_returns_freed_heap_pages():
+    # 6,000 tensors of 32 KiB (below glibc's mmap threshold, so on the heap) freed below a live one:
+    # the heap cannot shrink from its top, so the freed pages stay resident until trimmed
+    chunks = [torch.ones(8192) for _ in range(6000)]
+    pin = torch.ones(8192)
+    del chunks
+    before = _resident_bytes()
+    assert memory.release_freed_memory() is True
+    assert before - _resident_bytes() > 100 * 2**20  # of the 188 MiB freed
+    del pin
+
+
+def test_release_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+    class NoTrim:
+        def __init__(self, name):
+            pass  # a C library without malloc_trim (musl, macOS)
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", NoTrim)
+    assert memory.release_freed_memory() is False

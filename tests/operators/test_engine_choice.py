@@ -115,6 +115,27 @@ def test_a_linearisation_whose_cache_would_be_large_is_not_built(monkeypatch):
     assert built and {c.status for c in roomy.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
 
 
+def test_caches_the_trial_dropped_are_given_back(monkeypatch):
+    from hesslens.operators import hessian
+
+    model, loss_fn, data = _problem()
+    trims: list[int] = []
+    monkeypatch.setattr(hessian.memory, "release_freed_memory", lambda: trims.append(1) or True)
+    hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)  # nothing built beside double backward
+    hl.HessianOperator(model, loss_fn, data, engine="double_backward")
+    assert not trims
+    built = _count_linearize_builds(monkeypatch)
+    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
+    op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
+    assert built and set(op.engine_report.build_seconds) == {"double_backward", "linearize"} and trims == [1]
+    # several batches: the trial's one-batch engines are dropped for one over all of them
+    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 1e9)
+    x, y = data
+    hl.HessianOperator(model, loss_fn, [(x[:15], y[:15]), (x[15:], y[15:])], expected_matvecs=10)
+    assert trims == [1, 1]
+
+
 def test_the_estimate_grows_with_the_gradient():
     model, loss_fn, (x, y) = _problem()
     small = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile

@@ -312,7 +312,8 @@ def choose_engine(
     pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
     as ``"skipped"``; so is one whose cache, ``linearize_cache`` bytes (estimated), would exceed
     :data:`LINEARIZE_MAX_CACHE_BYTES` or the ``memory_room`` the budget leaves beside the double-backward
-    cache: its memory would be paid whether or not it is chosen (the allocator keeps it). ``columns`` is the
+    cache: its peak would be paid whether or not it is chosen (the operator gives a dropped cache's pages back,
+    :func:`~hesslens.memory.release_freed_memory`, but not the peak). ``columns`` is the
     widest product expected (None: unknown): the trial multiplies at most that many columns, and with one
     column vmap is not tried. A chosen ``+vmap`` engine takes one-column products through its loop where
     that loop was verified too (:attr:`~hesslens.operators.engines.Engine.loop_for_one_column`).

@@ -262,6 +262,10 @@ class HessianOperator:
                                      source=self.data if engine_name == "streaming" else batches,
                                      linearize_blocker=profile.linearize_blocker())
         self._chosen, self._engine_report = choice.engine, choice.report
+        if engine == "auto" and (len(choice.report.build_seconds) > 1 or len(batches) > 1):
+            # the trial built caches it dropped (an unchosen linearisation, the first batch's): give
+            # their pages back rather than keep the trial's peak for the whole analysis
+            memory.release_freed_memory()
         self._setup_seconds = time.perf_counter() - t0
         self._choice_args = None  # the first batch is no longer needed here
 

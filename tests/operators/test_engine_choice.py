@@ -136,6 +136,19 @@ def test_caches_the_trial_dropped_are_given_back(monkeypatch):
     assert trims == [1, 1]
 
 
+def test_a_chosen_vmap_is_held_to_the_width_it_was_timed_at(monkeypatch):
+    model, loss_fn, data = _problem()
+    monkeypatch.setattr(choice, "PREFERENCE", ("double_backward+vmap", "double_backward+loop"))
+    monkeypatch.setattr(choice, "SPEED_MARGIN", 1e9)  # every verified candidate ties: the preference decides
+    op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
+    assert op.engine == "double_backward+vmap" and op.engine_report.columns == 4 and op.max_columns == 4
+    v = torch.randn(op.shape[0], 10, dtype=DT, generator=torch.Generator().manual_seed(1))
+    loop = hl.HessianOperator(model, loss_fn, data, engine="double_backward+loop")
+    assert loop.max_columns > 4  # the engine asked for is not held
+    torch.testing.assert_close(op.torch_matmat(v), loop.torch_matmat(v), rtol=1e-12, atol=1e-12)
+    assert hl.HessianOperator(model, loss_fn, data, expected_matvecs=10, max_columns=3).max_columns == 3
+
+
 def test_the_estimate_grows_with_the_gradient():
     model, loss_fn, (x, y) = _problem()
     small = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile

@@ -71,7 +71,9 @@ class HessianOperator:
         timing. A requested engine is verified the same way and refused
         (:class:`~hesslens.errors.EngineRefusedError`) where its products disagree.
     max_columns : most columns per batched product (bounds memory); None chooses from the
-        measured activation memory.
+        measured activation memory. Where ``engine="auto"`` chooses a ``+vmap`` engine it is also
+        held to the width that engine was timed at: vmap was not shown to be faster any wider (on
+        the benchmark's ResNet-18 it is slower per column at 10 columns than at 2).
     cache_budget : bytes the cached engines may hold; default the memory budget of
         :mod:`hesslens.memory` (``$HESSLENS_MEMORY_BUDGET``, else a quarter of physical memory).
     check_determinism : evaluate the first batch twice and refuse a stochastic loss.
@@ -262,6 +264,8 @@ class HessianOperator:
                                      source=self.data if engine_name == "streaming" else batches,
                                      linearize_blocker=profile.linearize_blocker())
         self._chosen, self._engine_report = choice.engine, choice.report
+        if engine == "auto" and choice.report.engine.endswith("+vmap"):
+            self.max_columns = min(self.max_columns, max(2, choice.report.columns))
         if engine == "auto" and (len(choice.report.build_seconds) > 1 or len(batches) > 1):
             # the trial built caches it dropped (an unchosen linearisation, the first batch's): give
             # their pages back rather than keep the trial's peak for the whole analysis

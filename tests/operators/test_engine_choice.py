@@ -16,6 +16,7 @@ from torch import nn
 import hesslens as hl
 from hesslens.linalg.eigen import restart_plan
 from hesslens.operators import choice
+from hesslens.operators.trial import start_trial
 from hesslens.report import AnalysisSettings, analyze_operator
 
 DT = torch.float64
@@ -239,7 +240,7 @@ def test_on_a_slow_model_each_candidate_is_timed_at_its_best_measured_rate(monke
     model, loss_fn, data = _problem()
     op = hl.HessianOperator(model, loss_fn, data, engine="double_backward")
     params, batch = op._primal, op._engine.batches[0]
-    trial, reference, _ = choice._trial(op._loss, params, batch, 2)
+    trial, reference, _ = start_trial(op._loss, params, batch, 2)
     clock = iter([0.0, 0.5, 1.0, 1.1])  # first call 0.5 s for 2 columns, the repeat 0.1 s for 1
 
     monkeypatch.setattr(choice.time, "perf_counter", lambda: next(clock))

@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from ..errors import InvalidInputError
-from .choice import SPEED_MARGIN, EngineCheck, _first_line, _relative_error, agreement_tolerance
+from .choice import SPEED_MARGIN
+from .trial import EngineCheck, agreement_tolerance, first_line, relative_error
 from .engines import (UNSUPPORTED, BlockLinearizeEngine, DoubleBackwardEngine, Engine, LinearizeEngine,
                       MixedBlockEngine, StreamingEngine)
 from .state import preserved_state
@@ -220,9 +221,9 @@ def _choose(op: "HessianOperator", groups: list[tuple[int, ...]], trial: int = 1
                         t0 = time.perf_counter()
                         out = candidate.block_hvp([g], [t])
                         seconds[i] = (time.perf_counter() - t0) / trial
-                        errors.append(_relative_error(_flat(out), _flat([reference[i]])))
+                        errors.append(relative_error(_flat(out), _flat([reference[i]])))
             except UNSUPPORTED as err:
-                checks.append(EngineCheck(label, "unavailable", _first_line(err)))
+                checks.append(EngineCheck(label, "unavailable", first_line(err)))
                 continue
             per_column, worst = sum(seconds) / len(groups), max(errors)
             if worst > tolerance:

@@ -1,17 +1,12 @@
 """Which engine computes the products: every candidate proves itself before it is timed.
 
-A candidate engine is trusted only after its products on the trial columns agree with the
-reference — double backward, one column at a time (reverse-over-reverse through a kept gradient
-graph: the most general product autograd offers) — on *every* one of at least two calls:
-
-    max |H_e V − H_ref V|  ≤  τ · max |H_ref V|,      τ = √ε(dtype)
-
-(√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 %
-off). A candidate that disagrees, or whose repeated calls drift from its first, is refused with
-the reason recorded in :class:`EngineReport`. Among the verified candidates the choice is by
-speed: build time plus the expected number of products at the measured seconds per column.
-Timings jitter, so a candidate earlier in :data:`PREFERENCE` is kept unless a later one is faster
-by more than :data:`SPEED_MARGIN`: two runs on the same machine then rarely choose differently.
+Each candidate's products are checked against double backward's on the first batch
+(:mod:`hesslens.operators.trial`: agreement within τ = √ε of the dtype on every call) and refused,
+with the reason recorded in :class:`EngineReport`, where they disagree or drift. Among the verified
+candidates the choice is by speed: build time plus the expected number of products at the measured
+seconds per column. Timings jitter, so a candidate earlier in :data:`PREFERENCE` is kept unless a
+later one is faster by more than :data:`SPEED_MARGIN`: two runs on the same machine then rarely
+choose differently.
 """
 
 from __future__ import annotations
@@ -37,6 +32,7 @@ from .engines import (
     StreamingEngine,
     _leaf_copies,
 )
+from .trial import EngineCheck, Trial, first_line, start_trial
 
 #: Autograd nodes (``grad_fn`` classes) whose backward, traced by linearize, crashes the interpreter (a
 #: segfault, which no ``except`` can catch), so their models never reach the linearize engine.
@@ -75,16 +71,6 @@ LINEARIZE_CACHE_FACTOR = 20
 #: time per column, while its build took 15–18 s (engine timings of a full benchmark run) and its
 #: cache 1.25–3.1 GB beyond double backward's (``benchmarks.linearize_cache``).
 LINEARIZE_MAX_CACHE_BYTES = 2**30
-
-#: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
-#: checks replay consistency uses one column: on large models set-up stays a few gradients.
-SLOW_CALL_SECONDS = 1.0
-
-
-def agreement_tolerance(dtype: torch.dtype) -> float:
-    """τ = √ε of the products' dtype: half the digits, far above round-off, far below a defect."""
-    return float(torch.finfo(dtype).eps) ** 0.5
-
 
 @dataclass(frozen=True)
 class GradientProfile:
@@ -146,19 +132,6 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
         torch.autograd.grad(value, leaves, allow_unused=True)
     return GradientProfile(total, frozenset(nodes), nodes=len(nodes))
 
-
-@dataclass(frozen=True)
-class EngineCheck:
-    """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products),
-    ``"unavailable"`` (it raised, or is known to crash) or ``"skipped"`` (not built: it could not pay off)."""
-
-    label: str
-    status: str
-    reason: str = ""
-    seconds_per_column: float | None = None
-    relative_error: float | None = None
-
-
 @dataclass(frozen=True)
 class EngineReport:
     """How the product engine was chosen: every candidate, its check and its timing."""
@@ -197,83 +170,6 @@ class EngineReport:
             out["block_products"] = {"engine": self.block_engine, "reason": self.block_reason,
                                      "checks": rows(self.block_checks)}
         return out
-
-
-def _relative_error(out: Params, ref: Params) -> float:
-    scale = max(float(r.abs().max()) for r in ref) if ref else 0.0
-    err = max(float((o - r).abs().max()) for o, r in zip(out, ref)) if ref else 0.0
-    if err != err:  # NaN
-        return float("inf")
-    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
-
-
-def _first_columns(tangents: Params, k: int) -> Params:
-    return tuple(t[:k] for t in tangents)
-
-
-@dataclass
-class _Trial:
-    """Trial columns, the reference products on them (and how long they took), and the tolerance."""
-
-    tangents: Params
-    reference: Params
-    reference_seconds: float
-    tolerance: float
-    columns: int
-    slow: bool
-
-    def _timed(self, engine: Engine, columns: int) -> tuple[Params, float]:
-        t0 = time.perf_counter()
-        out = engine.hvp(_first_columns(self.tangents, columns))
-        return out, time.perf_counter() - t0
-
-    def check(self, engine: Engine, *, is_reference: bool = False) -> tuple[EngineCheck, float]:
-        """Every call against the reference: a first call (for the reference engine itself, the
-        reference computation), a repeat (on one column when the model is slow) and, on fast models,
-        one more repeat so that the timing is the better of two steady-state calls. Returns the check
-        (status ``verified`` or ``refused``) and the measured seconds per column."""
-        if is_reference:
-            first, first_seconds = self.reference, self.reference_seconds
-        else:
-            first, first_seconds = self._timed(engine, self.columns)
-        errors = [_relative_error(first, self.reference)]
-        slow = self.slow or first_seconds > SLOW_CALL_SECONDS
-        repeats = [1] if slow else [self.columns, self.columns]
-        seconds = []
-        for cols in repeats:
-            out, t = self._timed(engine, cols)
-            errors.append(_relative_error(out, _first_columns(self.reference, cols)))
-            seconds.append(t)
-        # The first call allocates and compiles; on a slow model its rate is taken beside the one-column
-        # repeat's, the better of the two (for the reference the first call is the very first product,
-        # with every one-time cost in it: taken alone it would favour the candidates timed after it).
-        # Otherwise the steady-state repeats are the measurement.
-        per_column = (min(first_seconds / self.columns, *(t / c for t, c in zip(seconds, repeats))) if slow
-                      else min(seconds) / self.columns)
-        worst = max(errors)
-        if worst <= self.tolerance:
-            return EngineCheck(engine.label, "verified", "agrees with double backward", per_column, worst), per_column
-        which = "first call" if errors[0] > self.tolerance else "repeated call (replays drift)"
-        reason = (f"products differ from double backward by {worst:.2g} (relative; tolerance {self.tolerance:.1g}) "
-                  f"on the {which}")
-        return EngineCheck(engine.label, "refused", reason, per_column, worst), per_column
-
-
-def _trial(loss: BatchLoss, params: Params, batch: Any, columns: int) -> tuple[_Trial, DoubleBackwardEngine, float]:
-    """Build the reference engine on ``batch`` and its products on seeded columns."""
-    t0 = time.perf_counter()
-    ref = DoubleBackwardEngine(loss, params, [batch], (1.0,), use_vmap=False)
-    build = time.perf_counter() - t0
-    slow = build > SLOW_CALL_SECONDS / 4
-    if slow:
-        columns = min(columns, 2)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    tangents = tuple(torch.randn(columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
-    t0 = time.perf_counter()
-    reference_products = ref.hvp(tangents)
-    seconds = time.perf_counter() - t0
-    dtype = params[0].dtype if params else torch.float64
-    return _Trial(tangents, reference_products, seconds, agreement_tolerance(dtype), columns, slow), ref, build
 
 
 @dataclass(frozen=True)
@@ -322,7 +218,7 @@ def choose_engine(
     product is verified the same way and replaced by double backward where it disagrees.
     """
     first_batch = next(iter(batches))  # batches may be a re-iterable source when streaming
-    trial, reference, ref_build = _trial(loss, params, first_batch, min(probe_columns, columns or probe_columns))
+    trial, reference, ref_build = start_trial(loss, params, first_batch, min(probe_columns, columns or probe_columns))
     if not cache_fits:
         return _choose_streaming(loss, params, batches, weights, trial, linearize_blocker)
     checks: list[EngineCheck] = []
@@ -341,7 +237,7 @@ def choose_engine(
             try:
                 check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap)
             except UNSUPPORTED as err:
-                checks.append(EngineCheck(engine.label, "unavailable", _first_line(err)))
+                checks.append(EngineCheck(engine.label, "unavailable", first_line(err)))
                 continue
             checks.append(check)
             if check.status == "verified":
@@ -371,7 +267,7 @@ def choose_engine(
             built[LinearizeEngine.name] = LinearizeEngine(loss, params, [first_batch], (1.0,), use_vmap=True)
             build[LinearizeEngine.name] = time.perf_counter() - t0
         except UNSUPPORTED as err:
-            checks += [EngineCheck(f"linearize+{m}", "unavailable", _first_line(err)) for m in ("vmap", "loop")]
+            checks += [EngineCheck(f"linearize+{m}", "unavailable", first_line(err)) for m in ("vmap", "loop")]
         else:
             time_both(LinearizeEngine.name, built[LinearizeEngine.name])
     if not total:
@@ -399,11 +295,7 @@ def choose_engine(
     return EngineChoice(engine, EngineReport(label, reason, trial.tolerance, trial.columns, tuple(checks), build))
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0][:200]
-
-
-def _choose_streaming(loss: BatchLoss, params: Params, batches: Any, weights: Sequence[float], trial: _Trial,
+def _choose_streaming(loss: BatchLoss, params: Params, batches: Any, weights: Sequence[float], trial: Trial,
                       linearize_blocker: str | None) -> EngineChoice:
     """The first streaming variant (forward-over-reverse before double backward, vmap before a
     loop) whose products pass the check; each is named with its mode in the report."""
@@ -420,7 +312,7 @@ def _choose_streaming(loss: BatchLoss, params: Params, batches: Any, weights: Se
                     warnings.simplefilter("ignore")  # a forward-mode failure is recorded below instead
                     check, _ = trial.check(candidate)
             except UNSUPPORTED as err:
-                checks.append(EngineCheck(label, "unavailable", _first_line(err)))
+                checks.append(EngineCheck(label, "unavailable", first_line(err)))
                 continue
             if candidate.forward_mode != forward_mode:  # it fell back to double backward on its own
                 checks.append(EngineCheck(label, "unavailable", "no forward-mode derivative"))
@@ -454,7 +346,7 @@ def verified_engine(
     label = f"{name}+{'vmap' if use_vmap else 'loop'}"
     if name == "linearize" and linearize_blocker:
         raise EngineRefusedError(f"engine={label!r} is unavailable for this model: {linearize_blocker}")
-    trial, reference, _ = _trial(loss, params, batches[0], probe_columns)
+    trial, reference, _ = start_trial(loss, params, batches[0], probe_columns)
     extra = {"forward_mode": linearize_blocker is None} if name == "streaming" else {}
     try:
         if name == "double_backward":
@@ -464,7 +356,7 @@ def verified_engine(
         candidate.use_vmap = use_vmap
         check, _ = trial.check(candidate, is_reference=candidate is reference and not use_vmap)
     except UNSUPPORTED as err:
-        raise EngineRefusedError(f"engine={label!r} does not work for this model: {_first_line(err)}") from err
+        raise EngineRefusedError(f"engine={label!r} does not work for this model: {first_line(err)}") from err
     if check.status != "verified":
         raise EngineRefusedError(f"engine={label!r} is refused for this model: {check.reason}; "
                                  "use engine='auto' to pick a verified engine")

@@ -27,7 +27,7 @@ from .. import memory
 from ..errors import InvalidInputError
 from .base import assemble_dense
 from .block_products import block_matmat
-from .choice import agreement_tolerance, choose_engine, profile_gradient, verified_engine
+from .choice import choose_engine, profile_gradient, verified_engine
 from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data
 from .distributed import Collective
 from .engines import ENGINES
@@ -35,6 +35,7 @@ from . import loss as loss_checks
 from .loss import LossModule, check_losses, declared_reduction, probe_reduction
 from .params import ParamSelection, select_parameters
 from .state import check_mode, preserved_state
+from .trial import agreement_tolerance
 
 class HessianOperator:
     """Hessian of the training loss of ``model`` over ``data``, as a symmetric linear operator.

@@ -1,0 +1,128 @@
+"""The trial of a candidate product engine: its products against double backward's, and its speed.
+
+A candidate is trusted only after its products on seeded trial columns agree with the reference —
+double backward, one column at a time (reverse-over-reverse through a kept gradient graph: the most
+general product autograd offers) — on *every* one of at least two calls:
+
+    max |H_e V − H_ref V|  ≤  τ · max |H_ref V|,      τ = √ε(dtype)
+
+(√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 % off).
+The same calls time it: seconds per product column, the better of two steady-state calls (on a slow
+model, of the first call and a one-column repeat). :mod:`hesslens.operators.choice` weighs the
+verified candidates; :mod:`hesslens.operators.block_products` does the same for block products.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .engines import BatchLoss, DoubleBackwardEngine, Engine, Params
+
+#: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
+#: checks replay consistency uses one column: on large models set-up stays a few gradients.
+SLOW_CALL_SECONDS = 1.0
+
+
+def agreement_tolerance(dtype: torch.dtype) -> float:
+    """τ = √ε of the products' dtype: half the digits, far above round-off, far below a defect."""
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products),
+    ``"unavailable"`` (it raised, or is known to crash) or ``"skipped"`` (not built: it could not pay off)."""
+
+    label: str
+    status: str
+    reason: str = ""
+    seconds_per_column: float | None = None
+    relative_error: float | None = None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), as a check's reason."""
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+def relative_error(out: Params, ref: Params) -> float:
+    """max |out − ref| / max |ref| over all tensors (0 where both are zero, inf where only ref is, or on NaN)."""
+    scale = max(float(r.abs().max()) for r in ref) if ref else 0.0
+    err = max(float((o - r).abs().max()) for o, r in zip(out, ref)) if ref else 0.0
+    if err != err:  # NaN
+        return float("inf")
+    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
+
+
+def first_columns(tangents: Params, k: int) -> Params:
+    """The first ``k`` columns of every tangent."""
+    return tuple(t[:k] for t in tangents)
+
+
+@dataclass
+class Trial:
+    """Trial columns, the reference products on them (and how long they took), and the tolerance."""
+
+    tangents: Params
+    reference: Params
+    reference_seconds: float
+    tolerance: float
+    columns: int
+    slow: bool
+
+    def _timed(self, engine: Engine, columns: int) -> tuple[Params, float]:
+        t0 = time.perf_counter()
+        out = engine.hvp(first_columns(self.tangents, columns))
+        return out, time.perf_counter() - t0
+
+    def check(self, engine: Engine, *, is_reference: bool = False) -> tuple[EngineCheck, float]:
+        """Every call against the reference: a first call (for the reference engine itself, the
+        reference computation), a repeat (on one column when the model is slow) and, on fast models,
+        one more repeat so that the timing is the better of two steady-state calls. Returns the check
+        (status ``verified`` or ``refused``) and the measured seconds per column."""
+        if is_reference:
+            first, first_seconds = self.reference, self.reference_seconds
+        else:
+            first, first_seconds = self._timed(engine, self.columns)
+        errors = [relative_error(first, self.reference)]
+        slow = self.slow or first_seconds > SLOW_CALL_SECONDS
+        repeats = [1] if slow else [self.columns, self.columns]
+        seconds = []
+        for cols in repeats:
+            out, t = self._timed(engine, cols)
+            errors.append(relative_error(out, first_columns(self.reference, cols)))
+            seconds.append(t)
+        # The first call allocates and compiles; on a slow model its rate is taken beside the one-column
+        # repeat's, the better of the two (for the reference the first call is the very first product,
+        # with every one-time cost in it: taken alone it would favour the candidates timed after it).
+        # Otherwise the steady-state repeats are the measurement.
+        per_column = (min(first_seconds / self.columns, *(t / c for t, c in zip(seconds, repeats))) if slow
+                      else min(seconds) / self.columns)
+        worst = max(errors)
+        if worst <= self.tolerance:
+            return EngineCheck(engine.label, "verified", "agrees with double backward", per_column, worst), per_column
+        which = "first call" if errors[0] > self.tolerance else "repeated call (replays drift)"
+        reason = (f"products differ from double backward by {worst:.2g} (relative; tolerance {self.tolerance:.1g}) "
+                  f"on the {which}")
+        return EngineCheck(engine.label, "refused", reason, per_column, worst), per_column
+
+
+def start_trial(loss: BatchLoss, params: Params, batch: Any, columns: int) -> tuple[Trial, DoubleBackwardEngine, float]:
+    """Build the reference engine on ``batch`` and its products on seeded columns."""
+    t0 = time.perf_counter()
+    ref = DoubleBackwardEngine(loss, params, [batch], (1.0,), use_vmap=False)
+    build = time.perf_counter() - t0
+    slow = build > SLOW_CALL_SECONDS / 4
+    if slow:
+        columns = min(columns, 2)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    tangents = tuple(torch.randn(columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
+    t0 = time.perf_counter()
+    reference_products = ref.hvp(tangents)
+    seconds = time.perf_counter() - t0
+    dtype = params[0].dtype if params else torch.float64
+    return Trial(tangents, reference_products, seconds, agreement_tolerance(dtype), columns, slow), ref, build

@@ -3,7 +3,7 @@
 
 For each zoo model, in a fresh process of its own: a double-backward operator is built (``engine="double_backward"``),
 then a linearisation of its batch (``LinearizeEngine``, one product of one column), which is then dropped,
-the heap trimmed (glibc ``malloc_trim``), and a second linearisation built and multiplied the same way.
+the heap trimmed (glibc ``malloc_trim``, through ``hesslens.memory.release_freed_memory``), and a second linearisation built and multiplied the same way.
 Printed per model: the gradient's saved bytes (``GradientProfile.saved_bytes``), the resident set
 (``VmRSS``) and its high-water mark (``VmHWM``) after each step, and the linearisation's growth of the
 high-water mark over the double-backward operator's as a multiple of the saved bytes. The rows after the
@@ -17,7 +17,6 @@ Run: ``.venv/bin/python -m benchmarks.linearize_cache [--models cnn,transformer,
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import subprocess
@@ -26,6 +25,7 @@ import sys
 import torch
 
 import hesslens as hl
+from hesslens.memory import release_freed_memory
 from hesslens.operators.engines import LinearizeEngine
 
 from . import compile_sources, zoo
@@ -37,13 +37,6 @@ def _status_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     raise OSError(f"{field} not in /proc/self/status")
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim with
 
 
 def measure(model: str) -> dict[str, float]:
@@ -66,7 +59,7 @@ def measure(model: str) -> dict[str, float]:
         del lin
         gc.collect()
         step(f"{build}_dropped")
-        _trim()
+        release_freed_memory()
         step(f"{build}_trimmed")
     return out
 

@@ -249,5 +249,10 @@ def test_on_a_slow_model_each_candidate_is_timed_at_its_best_measured_rate(monke
     assert check.status == "verified" and per_column == pytest.approx(0.1)
     clock = iter([0.0, 0.2, 1.0, 1.5])  # a candidate whose repeat is the slower: its first call counts
     candidate = choice.DoubleBackwardEngine(op._loss, params, [batch], (1.0,), use_vmap=True)
+    widths = []
+    hvp = candidate.hvp
+    monkeypatch.setattr(candidate, "hvp", lambda tangents: widths.append(tangents[0].shape[0]) or hvp(tangents))
     check, per_column = trial.check(candidate)
     assert check.status == "verified" and per_column == pytest.approx(0.1)
+    # vmapped, it repeats at the trial's width: one column would time what its loop costs, not its batching
+    assert widths == [2, 2]

@@ -1,6 +1,6 @@
 """Benchmark hesslens against PyHessian, hessian-eigenthings and curvlinops on the zoo.
 
-    .venv/bin/python -m benchmarks.run                       # full run (35–90 min on a 2-core machine: 2036 s and 5313 s on two days)
+    .venv/bin/python -m benchmarks.run                       # full run (25–90 min on a 2-core machine: 1559 s to 5313 s on four occasions)
     .venv/bin/python -m benchmarks.run --quick               # a few minutes
     .venv/bin/python -m benchmarks.run --models mlp,cnn --libraries hesslens,curvlinops
 

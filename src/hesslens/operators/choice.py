@@ -72,6 +72,7 @@ LINEARIZE_CACHE_FACTOR = 20
 #: cache 1.25–3.1 GB beyond double backward's (``benchmarks.linearize_cache``).
 LINEARIZE_MAX_CACHE_BYTES = 2**30
 
+
 @dataclass(frozen=True)
 class GradientProfile:
     """What one gradient of the first batch saves for backward and which autograd nodes it runs."""
@@ -131,6 +132,7 @@ def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientPro
         nodes = _graph_nodes(value.grad_fn)
         torch.autograd.grad(value, leaves, allow_unused=True)
     return GradientProfile(total, frozenset(nodes), nodes=len(nodes))
+
 
 @dataclass(frozen=True)
 class EngineReport:

@@ -8,7 +8,8 @@ general product autograd offers) — on *every* one of at least two calls:
 
 (√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 % off).
 The same calls time it: seconds per product column, the better of two steady-state calls (on a slow
-model, of the first call and a one-column repeat). :mod:`hesslens.operators.choice` weighs the
+model, of the first call and one repeat: of one column where the engine loops, at the trial's width
+where it vmaps). :mod:`hesslens.operators.choice` weighs the
 verified candidates; :mod:`hesslens.operators.block_products` does the same for block products.
 """
 
@@ -23,7 +24,8 @@ import torch
 from .engines import BatchLoss, DoubleBackwardEngine, Engine, Params
 
 #: A first (warm-up) call slower than this is taken as the measurement, and the repeat call that
-#: checks replay consistency uses one column: on large models set-up stays a few gradients.
+#: checks replay consistency is the only one (of one column where the engine loops): on large models
+#: set-up stays a few gradients.
 SLOW_CALL_SECONDS = 1.0
 
 

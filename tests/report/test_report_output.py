@@ -174,14 +174,20 @@ def test_leftovers_of_a_killed_writer_are_cleaned_and_a_moved_aside_report_put_b
 
 
 def test_ctrl_c_during_the_renames_is_delivered_after_them():
+    # Python's own Ctrl-C handler, whatever an earlier test or library in this worker left installed;
+    # raise_signal delivers to this thread at once (a process-wide kill may land on another thread)
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
     moved = []
-    with pytest.raises(KeyboardInterrupt):
-        with output._signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            moved.append("first")  # would not run if the interrupt struck here
-            moved.append("second")
-    assert moved == ["first", "second"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with output._signals_deferred():
+                signal.raise_signal(signal.SIGINT)
+                moved.append("first")  # would not run if the interrupt struck here
+                moved.append("second")
+        assert moved == ["first", "second"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, found)
 
 
 def test_entries_staged_into_a_shared_folder(tmp_path):

@@ -24,3 +24,18 @@ def compile_sources() -> None:
 
     for folder in (Path(hesslens.__file__).parent, Path(__file__).parent):
         compileall.compile_dir(str(folder), quiet=1)
+
+
+def per_model_processes(module: str, models: str, *args: str) -> dict:
+    """``python -m <module> --one <model> <args…>`` in a fresh process for each of the comma-separated
+    ``models`` (its memory and allocator state then are that model's alone); each child prints its
+    result as JSON on its last line. Returns {model: result}."""
+    import json
+    import subprocess
+
+    rows = {}
+    for model in models.split(","):
+        done = subprocess.run([sys.executable, "-m", module, "--one", model, *args],
+                              capture_output=True, text=True, check=True)
+        rows[model] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows

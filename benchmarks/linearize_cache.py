@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
-import sys
 
 import torch
 
@@ -28,7 +26,7 @@ import hesslens as hl
 from hesslens.memory import release_freed_memory
 from hesslens.operators.engines import LinearizeEngine
 
-from . import compile_sources, zoo
+from . import compile_sources, per_model_processes, zoo
 
 
 def _status_mb(field: str) -> float:
@@ -87,13 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(args.one)))
         return
     compile_sources()
-    rows = {}
-    for model in args.models.split(","):
-        # a fresh process per model: the high-water mark is then that model's alone
-        done = subprocess.run([sys.executable, "-m", "benchmarks.linearize_cache", "--one", model],
-                              capture_output=True, text=True, check=True)
-        rows[model] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(table(rows))
+    # a fresh process per model: the high-water mark is then that model's alone
+    print(table(per_model_processes("benchmarks.linearize_cache", args.models)))
 
 
 if __name__ == "__main__":

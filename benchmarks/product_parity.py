@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
 
-from . import compile_sources, zoo
+from . import compile_sources, per_model_processes, zoo
 from .peers import LIBRARIES
 
 
@@ -95,11 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(args.one, args.rounds)))
         return
     compile_sources()
-    rows = {}
-    for model in args.models.split(","):
-        done = subprocess.run([sys.executable, "-m", "benchmarks.product_parity", "--one", model,
-                               "--rounds", str(args.rounds)], capture_output=True, text=True, check=True)
-        rows[model] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = per_model_processes("benchmarks.product_parity", args.models, "--rounds", str(args.rounds))
     print(f"Command: `.venv/bin/python -m benchmarks.product_parity --models {args.models} --rounds {args.rounds}`\n")
     print(table(rows))
 

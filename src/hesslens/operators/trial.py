@@ -101,7 +101,7 @@ class Trial:
             out, t = self._timed(engine, cols)
             errors.append(relative_error(out, first_columns(self.reference, cols)))
             seconds.append(t)
-        # The first call allocates and compiles; on a slow model its rate is taken beside the one-column
+        # The first call allocates and compiles; on a slow model its rate is taken beside the single
         # repeat's, the better of the two (for the reference the first call is the very first product,
         # with every one-time cost in it: taken alone it would favour the candidates timed after it).
         # Otherwise the steady-state repeats are the measurement.

@@ -186,6 +186,25 @@ def test_products_of_one_column_do_not_try_vmap():
     assert {c.label for c in wide.engine_report.checks if c.status != "skipped"} >= {"double_backward+vmap"}
 
 
+def test_one_column_products_with_nothing_else_to_choose_take_the_reference_untimed(monkeypatch):
+    """No vmap (one column) and no linearisation (it could not pay off even at the reference's first,
+    slowest rate): double backward's loop is the only candidate, and no timing repeats are spent on it."""
+    model, loss_fn, data = _problem()
+    timed = []
+    check = choice.Trial.check
+    monkeypatch.setattr(choice.Trial, "check", lambda self, engine, **kw: timed.append(engine.label) or check(self, engine, **kw))
+    op = hl.HessianOperator(model, loss_fn, data)
+    hl.eigenvalues(op, k=1, which="largest")
+    status = {c.label: c for c in op.engine_report.checks}
+    assert timed == [] and op.engine == "double_backward+loop"
+    assert status["double_backward+loop"].status == "chosen" and "only candidate" in status["double_backward+loop"].reason
+    assert status["double_backward+vmap"].status == status["linearize+vmap"].status == "skipped"
+    # where a linearisation could pay off, the reference is timed before it is weighed against one
+    many = hl.HessianOperator(model, loss_fn, data)
+    many.expect(10**7, 1)
+    assert many.engine and timed[0] == "double_backward+loop" and any(t.startswith("linearize") for t in timed)
+
+
 def test_one_column_with_an_unavailable_linearisation_records_each_candidate_once():
     model, _, (x, _) = _problem()
     y = torch.randn(len(x), 3, dtype=DT, generator=torch.Generator().manual_seed(2))
@@ -207,13 +226,14 @@ def test_one_column_products_of_a_vmap_engine_take_the_verified_loop(monkeypatch
     op = hl.HessianOperator(model, loss_fn, data, engine="double_backward+vmap")
     assert op._engine.loop_for_one_column  # double backward's loop is the reference itself
     batched = []
-    original = torch.autograd.grad
+    original_grad, original_loop = torch.autograd.grad, engines.vector_jacobian
 
     def recording(*args, **kwargs):
         batched.append(kwargs.get("is_grads_batched", False))
-        return original(*args, **kwargs)
+        return original_grad(*args, **kwargs)
 
-    monkeypatch.setattr(engines.torch.autograd, "grad", recording)
+    monkeypatch.setattr(engines.torch.autograd, "grad", recording)  # vmap's batched backward
+    monkeypatch.setattr(engines, "vector_jacobian", lambda *a: batched.append(False) or original_loop(*a))  # one column
     n = sum(p.numel() for p in model.parameters())
     v = torch.randn(n, 3, dtype=DT, generator=torch.Generator().manual_seed(1))
     one, three = op.torch_matmat(v[:, :1]), op.torch_matmat(v)

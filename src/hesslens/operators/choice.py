@@ -38,6 +38,8 @@ from .trial import EngineCheck, Trial, first_line, start_trial
 #: segfault, which no ``except`` can catch), so their models never reach the linearize engine.
 LINEARIZE_CRASHES = {"MseLossBackward0": "mse_loss backward segfaults under linearize tracing (PyTorch 2.13)"}
 
+ONE_COLUMN = "the products have one column: nothing for vmap to batch"
+
 #: Tie-break order of the cached engines: double backward (cheapest to build, smallest cache) before
 #: linearize, one column at a time before vmap.
 PREFERENCE = ("double_backward+loop", "double_backward+vmap", "linearize+loop", "linearize+vmap")
@@ -234,7 +236,7 @@ def choose_engine(
         for use_vmap in (False, True):  # both column strategies share one cache
             engine.use_vmap = use_vmap
             if use_vmap and columns == 1:  # products of one column at a time: vmap has nothing to batch
-                checks.append(EngineCheck(engine.label, "skipped", "the products have one column: nothing for vmap to batch"))
+                checks.append(EngineCheck(engine.label, "skipped", ONE_COLUMN))
                 continue
             try:
                 check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap)
@@ -246,23 +248,42 @@ def choose_engine(
                 total[engine.label] = build[name] + expected_matvecs * seconds
                 per_column[engine.label] = seconds
 
-    time_both(DoubleBackwardEngine.name, reference)
-    # A linearisation whose build costs more than it can save over the expected products is not built
-    # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
-    # best LINEARIZE_BEST_RATIO of double backward's.
-    limit = LINEARIZE_MAX_CACHE_BYTES if memory_room is None else min(LINEARIZE_MAX_CACHE_BYTES, memory_room)
-    saving = (1 - LINEARIZE_BEST_RATIO - SPEED_MARGIN) * expected_matvecs * min(per_column.values(), default=math.inf)
-    if linearize_blocker:
-        checks += [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
-    elif linearize_cache is not None and linearize_cache > limit:
-        reason = (f"not built: its cache (about {linearize_cache / 2**20:,.0f} MB, estimated from the gradient's saved "
-                  f"tensors) would exceed {limit / 2**20:,.0f} MB; products this large are "
-                  "compute-bound, where a linearisation saves little")
-        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
-    elif linearize_estimate is not None and saving <= linearize_estimate:
-        reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than it "
-                  f"can save over {expected_matvecs} products (at most {saving:.2g} s)")
-        checks += [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
+    def linearize_skip(per_column: float) -> list[EngineCheck]:
+        """The linearisation's checks if it is not to be built at double backward's ``per_column`` seconds."""
+        # A linearisation whose build costs more than it can save over the expected products is not built
+        # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
+        # best LINEARIZE_BEST_RATIO of double backward's.
+        limit = LINEARIZE_MAX_CACHE_BYTES if memory_room is None else min(LINEARIZE_MAX_CACHE_BYTES, memory_room)
+        saving = (1 - LINEARIZE_BEST_RATIO - SPEED_MARGIN) * expected_matvecs * per_column
+        if linearize_blocker:
+            return [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
+        if linearize_cache is not None and linearize_cache > limit:
+            reason = (f"not built: its cache (about {linearize_cache / 2**20:,.0f} MB, estimated from the gradient's saved "
+                      f"tensors) would exceed {limit / 2**20:,.0f} MB; products this large are "
+                      "compute-bound, where a linearisation saves little")
+            return [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
+        if linearize_estimate is not None and saving <= linearize_estimate:
+            reason = (f"not built: its build (about {linearize_estimate:.2g} s, estimated) would cost more than it "
+                      f"can save over {expected_matvecs} products (at most {saving:.2g} s)")
+            return [EngineCheck(f"linearize+{m}", "skipped", reason) for m in ("vmap", "loop")]
+        return []
+
+    # The reference's first call, every one-time cost in it, bounds its steady rate from above: where even
+    # at that rate nothing else could be chosen — one-column products (no vmap) and no linearisation —
+    # double backward's loop is the only candidate, and its timing repeats would decide nothing.
+    first_rate = trial.reference_seconds / trial.columns
+    skipped = linearize_skip(first_rate)
+    if columns == 1 and skipped:
+        label = f"{DoubleBackwardEngine.name}+loop"
+        checks += [EngineCheck(label, "verified", "the only candidate: the reference itself, not timed further",
+                               first_rate, 0.0),
+                   EngineCheck(f"{DoubleBackwardEngine.name}+vmap", "skipped", ONE_COLUMN)]
+        total[label], per_column[label] = ref_build + expected_matvecs * first_rate, first_rate
+    else:
+        time_both(DoubleBackwardEngine.name, reference)
+        skipped = linearize_skip(min(per_column.values(), default=math.inf))
+    if skipped:
+        checks += skipped
     else:
         try:
             t0 = time.perf_counter()

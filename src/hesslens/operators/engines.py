@@ -146,6 +146,27 @@ class LinearizeEngine(Engine):
         return tuple(total)
 
 
+def vector_jacobian(outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
+                    tangents: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    """Σ_i (∂ outputs_i / ∂ inputs)ᵀ tangents_i through a kept graph: ``torch.autograd.grad(outputs, inputs,
+    tangents, retain_graph=True, allow_unused=True)``, made by the autograd-engine call that ``grad`` makes
+    once it has checked its arguments.
+
+    Why not ``grad`` itself: its check of ``grad_outputs`` imports torch's symbolic-shapes module, and
+    sympy with it — about 0.2 s of the first product in a fresh process on PyTorch 2.13, more than the
+    whole λ_max of a small model. Nothing is lost: the tangents are split from a column to the
+    outputs' shapes (checked here), and the engine still checks their dtype and device against the
+    graph. On a PyTorch without that call, or where it refuses these arguments, ``grad`` is used.
+    """
+    run = getattr(torch.autograd.graph, "_engine_run_backward", None)
+    if run is not None and all(o.shape == t.shape for o, t in zip(outputs, tangents)) and len(outputs) == len(tangents):
+        try:
+            return run(tuple(outputs), tuple(tangents), True, False, tuple(inputs), True, accumulate_grad=False)
+        except TypeError:  # another signature: the public route below
+            pass
+    return torch.autograd.grad(outputs, inputs, tangents, retain_graph=True, allow_unused=True)
+
+
 def _reverse_over_reverse(grads: Params, leaves: list[torch.Tensor], tangents: Params, use_vmap: bool) -> Params:
     """H V from a kept gradient graph: one backward pass of ⟨∇L, v⟩ per column (or vmapped)."""
     used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
@@ -153,10 +174,11 @@ def _reverse_over_reverse(grads: Params, leaves: list[torch.Tensor], tangents: P
         return tuple(torch.zeros_like(t) for t in tangents)
 
     def product(cols: Params) -> Params:
-        out = torch.autograd.grad(
-            [grads[i] for i in used], leaves, [cols[i] for i in used],
-            retain_graph=True, allow_unused=True, is_grads_batched=use_vmap,
-        )
+        outputs, tangents = [grads[i] for i in used], [cols[i] for i in used]
+        if use_vmap:
+            out = torch.autograd.grad(outputs, leaves, tangents, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        else:
+            out = vector_jacobian(outputs, leaves, tangents)
         return tuple(torch.zeros_like(c) if o is None else o for o, c in zip(out, cols))
 
     return product(tangents) if use_vmap else _apply_columns(product, tangents, False)

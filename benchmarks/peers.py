@@ -162,7 +162,9 @@ class Hesslens(Library):
             self.op.engine  # noqa: B018 - reading it makes the pending choice
 
     def product(self, v: torch.Tensor) -> torch.Tensor:
-        return self.op.torch_matmat(v.to(torch.float64))
+        # the peers' input: columns in the model's dtype (what hesslens's own default basis passes too,
+        # float32 for a float32 model); benchmarks.product_parity times float64 columns beside it
+        return self.op.torch_matmat(v.to(self.op.dtype))
 
     def slq(self, steps: int, probes: int, seed: int = 0, probe_batch: int | None = None, **kw: Any):
         sd = self.hl.spectral_density(self.op, steps=steps, probes=probes, seed=seed, probe_batch=probe_batch, progress=False)

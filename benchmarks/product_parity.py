@@ -7,9 +7,9 @@ difference between those rows is between processes (allocator state, the machine
 than between libraries. Here one fresh process per model sets up hesslens (the engine chosen as in the
 full run, for 1,000 products), PyHessian and the PyHessian-style loop side by side, then runs
 ``--rounds`` rounds in which each multiplies the same seeded vector once, in an order that rotates from
-round to round; hesslens also multiplies ten columns at once (its time divided by ten) and one column
-in float32, the dtype the peers take (the benchmark's product row gives hesslens float64 columns, the
-dtype of its float64 Lanczos basis; a float32 model's default basis is float32). Printed per
+round to round; hesslens takes the columns in the model's dtype, as the peers do (and as the full run's
+product row and its own default Lanczos basis pass them), and also multiplies ten columns at once (its
+time divided by ten) and one float64 column (what a float64 basis passes). Printed per
 model: the median seconds per product of each, and the median over rounds of the per-round ratio
 (fastest peer of that round / hesslens) with its interquartile range.
 
@@ -44,8 +44,8 @@ def measure(model: str, rounds: int) -> dict:
     v = torch.randn(n, 10, generator=torch.Generator().manual_seed(123))
     calls = {key: (lambda lib=lib: lib.product(v[:, :1])) for key, lib in libs.items()}
     calls["hesslens, 10 columns"] = lambda: libs["hesslens"].product(v)
-    # the peers' own input: float32 columns in, float32 out (what a float32 Lanczos basis passes)
-    calls["hesslens, float32 columns"] = lambda: libs["hesslens"].op.torch_matmat(v[:, :1])
+    # a float64 column in and out (what a float64 Lanczos basis passes)
+    calls["hesslens, float64 columns"] = lambda: libs["hesslens"].op.torch_matmat(v[:, :1].double())
     width = {"hesslens, 10 columns": 10}
     for call in calls.values():
         call()  # warm-up (allocations, kernel selection)
@@ -63,20 +63,20 @@ def table(rows: dict[str, dict]) -> str:
     def ms(x: float) -> str:
         return f"{1e3 * x:,.1f} ms"
 
-    lines = ["| model | hesslens engine | hesslens, 1 column | hesslens, per column of 10 | hesslens, 1 float32 column | "
+    lines = ["| model | hesslens engine | hesslens, 1 column | hesslens, per column of 10 | hesslens, 1 float64 column | "
              "PyHessian | PyHessian-style loop | fastest peer / hesslens, 1 column: median over rounds (IQR) | "
-             "the same, float32 column |",
+             "the same, float64 column |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model, r in rows.items():
         s = {k: np.asarray(v) for k, v in r["seconds"].items()}
         peers = [s[k] for k in ("pyhessian", "pyhessian_style") if k in s]
         ratios = []
-        for ours in ("hesslens", "hesslens, float32 columns"):
+        for ours in ("hesslens", "hesslens, float64 columns"):
             q1, med, q3 = np.percentile(np.min(peers, axis=0) / s[ours], [25, 50, 75])
             ratios.append(f"{med:.2f}× ({q1:.2f}–{q3:.2f})")
         cell = {k: ms(float(np.median(v))) for k, v in s.items()}
         lines.append(f"| {model} | {r['engine']} | {cell['hesslens']} | {cell['hesslens, 10 columns']} | "
-                     f"{cell['hesslens, float32 columns']} | {cell.get('pyhessian', 'not installed')} | "
+                     f"{cell['hesslens, float64 columns']} | {cell.get('pyhessian', 'not installed')} | "
                      f"{cell['pyhessian_style']} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 

@@ -182,11 +182,13 @@ def lanczos_recurrences(v0: torch.Tensor, steps: int, *, on_step: Callable[[], N
     for j in range(steps):
         v = basis[:, j]
         idx = np.flatnonzero(active)
+        # The block is yielded column-major, (k, n) rows seen as (n, k) columns: hesslens operators take
+        # and return that layout without a strided copy.
         if len(idx) == p:
-            w.copy_((yield v.T.contiguous()).T)
+            w.copy_((yield v.T).T)
         else:
             w.zero_()
-            w[torch.from_numpy(idx)] = (yield v[torch.from_numpy(idx)].T.contiguous()).T.to(dtype)
+            w[torch.from_numpy(idx)] = (yield v[torch.from_numpy(idx)].T).T.to(dtype)
         matvecs += len(idx)
         a = torch.bmm(w.unsqueeze(1), v.unsqueeze(2)).view(p)
         alpha[active, j] = a.double().numpy()[active]

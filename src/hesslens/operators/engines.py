@@ -104,6 +104,15 @@ class Engine:
         """Whether these columns go through vmap."""
         return self.use_vmap and not (self.loop_for_one_column and tangents[0].shape[0] == 1)
 
+    #: Whether a call recomputes something all its columns share (the streaming engine's forward pass).
+    recomputes_per_call: bool = False
+
+    def columns_per_call(self, limit: int) -> int:
+        """How many columns to hand :meth:`hvp` at once, at most ``limit``: one for a cached engine that
+        loops — it multiplies one column at a time anyway, and its products of one column are its
+        backward pass's own tensors, where k columns are stacked into a copy of k·n first."""
+        return limit if self.use_vmap or self.recomputes_per_call else 1
+
     #: Whether :meth:`block_hvp` multiplies block by block (its memory is that of one block's
     #: columns at a time) rather than in one padded product of all blocks' columns.
     pruned_blocks: bool = False
@@ -233,6 +242,7 @@ class StreamingEngine(Engine):
     """No cache: forward-over-reverse per batch and product; double backward where forward AD is missing."""
 
     name = "streaming"
+    recomputes_per_call = True
 
     def __init__(self, *args: Any, forward_mode: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)

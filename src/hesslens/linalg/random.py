@@ -22,8 +22,10 @@ def rademacher_signs(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def rademacher_columns(signs: torch.Tensor) -> torch.Tensor:
-    """±1 float64 probes from 0/1 draws (0 → −1, 1 → +1)."""
-    return signs.to(torch.float64).mul_(2).sub_(1)
+    """±1 float64 probes from 0/1 draws (0 → −1, 1 → +1), column-major: each probe contiguous, the
+    layout in which hesslens operators take their columns without a copy."""
+    out = torch.empty(signs.shape[1], signs.shape[0], dtype=torch.float64)
+    return out.copy_(signs.T).mul_(2).sub_(1).T
 
 
 def rademacher(n: int, k: int, gen: torch.Generator) -> torch.Tensor:

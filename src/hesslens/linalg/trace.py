@@ -115,7 +115,12 @@ def trace(op: Any, num_matvecs: int = 100, method: str = "hutch++", seed: int = 
 
         def probes(start: int, stop: int) -> torch.Tensor:
             g = rademacher_columns(signs[:, start:stop])
-            return g - q @ (q.T @ g) if s else g  # (I − QQᵀ) g: the deflated probes of Hutch++
+            if not s:
+                return g
+            # (I − QQᵀ) g, the deflated probes of Hutch++, as gᵀ − (gᵀQ)Qᵀ: one row per probe, the
+            # column-major layout of g and Q (no n-long strided pass)
+            gt, qt = g.T, q.T
+            return torch.addmm(gt, gt @ qt.T, qt, alpha=-1).T
 
         exact_part = float(_quadratic_forms(a.matmat, lambda i, j: q[:, i:j], s, group, bar.update).sum()) if s else 0.0
         samples = _quadratic_forms(a.matmat, probes, count, group, bar.update).numpy()

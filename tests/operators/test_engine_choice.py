@@ -205,6 +205,65 @@ def test_one_column_products_with_nothing_else_to_choose_take_the_reference_unti
     assert many.engine and timed[0] == "double_backward+loop" and any(t.startswith("linearize") for t in timed)
 
 
+def _count_reference_calls(monkeypatch) -> list[int]:
+    """The column count of every double-backward product call, from here on."""
+    widths = []
+    hvp = choice.DoubleBackwardEngine.hvp
+    monkeypatch.setattr(choice.DoubleBackwardEngine, "hvp",
+                        lambda self, tangents: widths.append(tangents[0].shape[0]) or hvp(self, tangents))
+    return widths
+
+
+def test_the_only_candidates_trial_product_is_the_first_products_answer(monkeypatch):
+    """Where the reference is the only candidate and is kept as built, its trial run on the asking
+    product's column is that product: one call per product, and the answer is H v to the last digit."""
+    model, loss_fn, data = _problem()
+    dense = hl.HessianOperator(model, loss_fn, data).dense()
+    widths = _count_reference_calls(monkeypatch)
+    op = hl.HessianOperator(model, loss_fn, data)
+    op.expect(5, columns=1)
+    v = torch.randn(op.n, 1, dtype=DT, generator=torch.Generator().manual_seed(3))
+    hv = op @ v
+    assert "only candidate" in op.engine_report.checks[0].reason
+    assert widths == [1] and op.matvecs == 1
+    assert torch.allclose(hv, dense @ v, rtol=1e-12, atol=1e-14)
+    w = torch.randn(op.n, 1, dtype=DT, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(op @ w, dense @ w, rtol=1e-12, atol=1e-14) and widths == [1, 1] and op.matvecs == 2
+    # with two batches the kept engine is rebuilt over both: the trial's product (first batch) is not reused
+    x, y = data
+    two = hl.HessianOperator(model, loss_fn, [(x[:12], y[:12]), (x[12:], y[12:])])
+    two.expect(5, columns=1)
+    assert torch.allclose(two @ v, dense @ v, rtol=1e-12, atol=1e-14)
+
+
+def test_candidates_are_compared_on_seeded_columns_not_the_callers(monkeypatch):
+    """A first product's columns may be degenerate (here zero): where candidates are weighed, the trial
+    moves to its seeded columns before any is checked against the reference."""
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data, engine="double_backward")
+    params, batch = op._primal, op._engine.batches[0]
+    zero = tuple(torch.zeros(2, *p.shape, dtype=DT) for p in params)
+    trial, reference, _ = start_trial(op._loss, params, batch, 2, zero)
+    assert trial.caller_columns and all(float(r.abs().max()) == 0 for r in trial.reference)
+    seeded = trial.seeded(reference)
+    own, _, _ = start_trial(op._loss, params, batch, 2)
+    assert not seeded.caller_columns and not own.caller_columns
+    for a, b in zip(seeded.tangents + seeded.reference, own.tangents + own.reference):
+        assert torch.equal(a, b)
+    # columns of another width than the trial's are not taken
+    assert not start_trial(op._loss, params, batch, 1, zero)[0].caller_columns
+    # through the operator: a zero first product with a linearisation worth weighing still verifies it
+    checked = []
+    check = choice.Trial.check
+    monkeypatch.setattr(choice.Trial, "check",
+                        lambda self, engine, **kw: checked.append(self.caller_columns) or check(self, engine, **kw))
+    many = hl.HessianOperator(model, loss_fn, data)
+    many.expect(10**7, 1)
+    assert float((many @ torch.zeros(many.n, 1, dtype=DT)).abs().max()) == 0
+    assert checked and not any(checked)
+    assert any(c.label.startswith("linearize") and c.status in ("verified", "chosen") for c in many.engine_report.checks)
+
+
 def test_one_column_with_an_unavailable_linearisation_records_each_candidate_once():
     model, _, (x, _) = _problem()
     y = torch.randn(len(x), 3, dtype=DT, generator=torch.Generator().manual_seed(2))

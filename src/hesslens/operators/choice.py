@@ -182,6 +182,9 @@ class EngineChoice:
 
     engine: Engine
     report: EngineReport
+    #: The reference's products on the caller's first columns where ``engine`` is that very reference
+    #: (nothing else was a candidate): the first product's answer, already made.
+    first_products: Params | None = None
 
 
 def _refusal_summary(checks: Sequence[EngineCheck]) -> str:
@@ -202,6 +205,7 @@ def choose_engine(
     columns: int | None = None,
     linearize_cache: int | None = None,
     memory_room: int | None = None,
+    first: Params | None = None,
 ) -> EngineChoice:
     """Verify the candidate engines on the first batch, then keep the fastest verified one for
     ``expected_matvecs`` products (build time + products × seconds per column).
@@ -215,16 +219,19 @@ def choose_engine(
     cache: its peak would be paid whether or not it is chosen (the operator gives a dropped cache's pages back,
     :func:`~hesslens.memory.release_freed_memory`, but not the peak). ``columns`` is the
     widest product expected (None: unknown): the trial multiplies at most that many columns, and with one
-    column vmap is not tried. A chosen ``+vmap`` engine takes one-column products through its loop where
+    column vmap is not tried. ``first``: the columns of the product that asked (see
+    :func:`~hesslens.operators.trial.start_trial`); where double backward's loop is the only candidate and
+    is kept as it was built, its product on them is returned as :attr:`EngineChoice.first_products`. A chosen ``+vmap`` engine takes one-column products through its loop where
     that loop was verified too (:attr:`~hesslens.operators.engines.Engine.loop_for_one_column`).
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
     product is verified the same way and replaced by double backward where it disagrees.
     """
     first_batch = next(iter(batches))  # batches may be a re-iterable source when streaming
-    trial, reference, ref_build = start_trial(loss, params, first_batch, min(probe_columns, columns or probe_columns))
+    trial, reference, ref_build = start_trial(loss, params, first_batch, min(probe_columns, columns or probe_columns),
+                                              first)
     if not cache_fits:
-        return _choose_streaming(loss, params, batches, weights, trial, linearize_blocker)
+        return _choose_streaming(loss, params, batches, weights, trial.seeded(reference), linearize_blocker)
     checks: list[EngineCheck] = []
     build = {DoubleBackwardEngine.name: ref_build}
     built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
@@ -280,6 +287,7 @@ def choose_engine(
                    EngineCheck(f"{DoubleBackwardEngine.name}+vmap", "skipped", ONE_COLUMN)]
         total[label], per_column[label] = ref_build + expected_matvecs * first_rate, first_rate
     else:
+        trial = trial.seeded(reference)
         time_both(DoubleBackwardEngine.name, reference)
         skipped = linearize_skip(min(per_column.values(), default=math.inf))
     if skipped:
@@ -315,7 +323,9 @@ def choose_engine(
         reason += "; not used: " + refusals
     checks = [EngineCheck(c.label, "chosen", c.reason, c.seconds_per_column, c.relative_error) if c.label == label else c
               for c in checks]
-    return EngineChoice(engine, EngineReport(label, reason, trial.tolerance, trial.columns, tuple(checks), build))
+    first_products = trial.reference if trial.caller_columns and engine is reference else None
+    return EngineChoice(engine, EngineReport(label, reason, trial.tolerance, trial.columns, tuple(checks), build),
+                        first_products)
 
 
 def _choose_streaming(loss: BatchLoss, params: Params, batches: Any, weights: Sequence[float], trial: Trial,

@@ -163,6 +163,7 @@ class HessianOperator:
         self._announced = expected_matvecs is not None
         self._expected_columns: int | None = None
         self._chosen: Any = None
+        self._first_products: Any = None  # the engine choice's product on the first columns asked for, if kept
         self._choice_args = (engine, engine_name, columns, first_batch)
         if engine != "auto" or expected_matvecs is not None or group is not None:
             self._engine  # noqa: B018 - reading it makes the choice now
@@ -237,12 +238,17 @@ class HessianOperator:
     @property
     def _engine(self) -> Any:
         """The product engine, chosen at the first use (see :meth:`expect`)."""
+        return self._engine_for(None)
+
+    def _engine_for(self, first: Any) -> Any:
+        """The product engine; if it is still to be chosen, ``first`` (the asking product's columns,
+        split per parameter, or None) goes to the choice, which may answer that product on the way."""
         if self._chosen is None:
             with preserved_state(self.model, self.mode), torch.enable_grad(), self._together():
-                self._choose_engine()
+                self._choose_engine(first)
         return self._chosen
 
-    def _choose_engine(self) -> None:
+    def _choose_engine(self, first: Any = None) -> None:
         """Choose (or verify) the product engine for :attr:`expected_matvecs` products."""
         engine, engine_name, columns, first_batch = self._choice_args
         profile = self._gradient_profile
@@ -259,12 +265,13 @@ class HessianOperator:
                                    linearize_estimate=profile.linearize_estimate(),
                                    columns=self._expected_columns,
                                    linearize_cache=profile.linearize_cache_estimate(len(batches)),
-                                   memory_room=max(0, self._budget - self._cache_bytes))
+                                   memory_room=max(0, self._budget - self._cache_bytes), first=first)
         else:
             choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
                                      source=self.data if engine_name == "streaming" else batches,
                                      linearize_blocker=profile.linearize_blocker())
         self._chosen, self._engine_report = choice.engine, choice.report
+        self._first_products = choice.first_products
         if engine == "auto" and choice.report.engine.endswith("+vmap"):
             self.max_columns = min(self.max_columns, max(2, choice.report.columns))
         if engine == "auto" and (len(choice.report.build_seconds) > 1 or len(batches) > 1):
@@ -371,21 +378,24 @@ class HessianOperator:
         ten-column product spent a fifth of its time in those strided copies."""
         out_dtype = v.dtype
         self._check_product([v])
-        engine = self._engine  # chosen now if still pending (its set-up is not product time)
         vt = v.T.to(self.dtype).to(self.device)
         if not vt.is_contiguous():
             vt = vt.contiguous()
         k = vt.shape[0]
+        # Chosen now if still pending (its set-up is not product time). Where the choice's reference run
+        # is on these very columns and its engine is kept, that run is this product (made once, not twice).
+        engine = self._engine_for(self._split(vt) if self._chosen is None else None)
+        answered, self._first_products = self._first_products, None
         # Each parameter's product goes straight into its part of the result, in the caller's dtype: one
         # pass over n per product instead of a concatenation and a conversion (it shows on large models).
         # Ranks all-reduce in the model's dtype (half the traffic of float64 for a float32 model).
         hvt = torch.empty(k, self.n, dtype=out_dtype if self._collective is None else self.dtype, device=self.device)
         t0 = time.perf_counter()
         with preserved_state(self.model, self.mode), torch.no_grad():
-            width = engine.columns_per_call(self.max_columns)
+            width = k if answered is not None else engine.columns_per_call(self.max_columns)
             for start in range(0, k, width):
                 chunk = vt[start:start + width]
-                parts = engine.hvp(self._split(chunk))
+                parts = answered if answered is not None else engine.hvp(self._split(chunk))
                 for rows, p in zip(self.blocks.values(), parts):
                     hvt[start:start + chunk.shape[0], rows].copy_(p.reshape(p.shape[0], -1))
         hvt = self._reduce(hvt)

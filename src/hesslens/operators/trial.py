@@ -75,6 +75,15 @@ class Trial:
     tolerance: float
     columns: int
     slow: bool
+    caller_columns: bool = False  # the tangents are the first product's own columns (see start_trial)
+
+    def seeded(self, reference: Engine) -> Trial:
+        """This trial on seeded columns: candidates are compared, and timed, on columns no caller
+        chose (a caller's first columns may be degenerate: zero, or a unit vector)."""
+        if not self.caller_columns:
+            return self
+        return _reference_trial(reference, seeded_columns([t[0] for t in self.tangents], self.columns),
+                                self.columns, self.slow, False)
 
     def _timed(self, engine: Engine, columns: int) -> tuple[Params, float]:
         t0 = time.perf_counter()
@@ -116,18 +125,35 @@ class Trial:
         return EngineCheck(engine.label, "refused", reason, per_column, worst), per_column
 
 
-def start_trial(loss: BatchLoss, params: Params, batch: Any, columns: int) -> tuple[Trial, DoubleBackwardEngine, float]:
-    """Build the reference engine on ``batch`` and its products on seeded columns."""
+def seeded_columns(like: Params, columns: int) -> Params:
+    """``columns`` seeded Gaussian columns shaped like each tensor of ``like``: the trial's own."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    return tuple(torch.randn(columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in like)
+
+
+def _reference_trial(ref: Engine, tangents: Params, columns: int, slow: bool, caller: bool) -> Trial:
+    t0 = time.perf_counter()
+    products = ref.hvp(tangents)
+    seconds = time.perf_counter() - t0
+    dtype = tangents[0].dtype if tangents else torch.float64
+    return Trial(tangents, products, seconds, agreement_tolerance(dtype), columns, slow, caller)
+
+
+def start_trial(loss: BatchLoss, params: Params, batch: Any, columns: int,
+                first: Params | None = None) -> tuple[Trial, DoubleBackwardEngine, float]:
+    """Build the reference engine on ``batch`` and its products on the trial's columns.
+
+    ``first``: the columns of the product that asked for the engine, shaped like the tangents. Where
+    they are exactly the trial's width the reference multiplies them (``Trial.caller_columns``): if
+    nothing else is a candidate, that product is the caller's answer and is not made twice; before
+    candidates are compared the trial moves to seeded columns (:meth:`Trial.seeded`).
+    """
     t0 = time.perf_counter()
     ref = DoubleBackwardEngine(loss, params, [batch], (1.0,), use_vmap=False)
     build = time.perf_counter() - t0
     slow = build > SLOW_CALL_SECONDS / 4
     if slow:
         columns = min(columns, 2)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    tangents = tuple(torch.randn(columns, *p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params)
-    t0 = time.perf_counter()
-    reference_products = ref.hvp(tangents)
-    seconds = time.perf_counter() - t0
-    dtype = params[0].dtype if params else torch.float64
-    return Trial(tangents, reference_products, seconds, agreement_tolerance(dtype), columns, slow), ref, build
+    caller = first is not None and len(first) == len(params) and all(t.shape[0] == columns for t in first)
+    tangents = tuple(first) if caller else seeded_columns(params, columns)
+    return _reference_trial(ref, tangents, columns, slow, caller), ref, build

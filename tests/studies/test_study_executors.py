@@ -97,15 +97,20 @@ def test_ray_executor_on_a_local_instance(tmp_path):
 
 
 @pytest.fixture
-def ray_head():
+def ray_head(monkeypatch):
     """A real Ray head (``ray start --head --block``) on loopback, in its own session so that stopping it
-    stops its processes and nobody else's; yields its address. Its workers import the toy study."""
+    stops its processes and nobody else's; yields its address. Its workers import the toy study.
+
+    Token authentication is off for it and for this driver (``RAY_AUTH_MODE=disabled``, ignored before
+    Ray 2.52): since Ray 2.59 ``ray start --head`` turns it on whenever a token file exists, which an
+    earlier local instance may have written, while a driver joining by address does not send it."""
     pytest.importorskip("ray", reason="ray is an optional dependency (pip install 'ray>=2.9')")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # Ray's socket paths must stay short
     port = _free_port()
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     log = open(os.path.join(temp, "head.log"), "w")
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
@@ -150,3 +155,19 @@ def test_ray_executor_joins_a_running_cluster(tmp_path, ray_head):
     # run again against the same cluster: everything finished is skipped, the failed run is retried
     again = run_study(STUDY, spec, out, executor="ray", ray_address=ray_head, progress=False)
     assert again.skipped == 3 and again.executed == 1
+
+
+def test_a_cluster_that_cannot_be_joined_is_named_with_the_likely_cause(monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray is an optional dependency (pip install 'ray>=2.9')")
+    from hesslens.errors import HesslensError
+    from hesslens.studies.executors import RayExecutor
+
+    def refuse(**kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(HesslensError, match=r"10\.0\.0\.9:6379.*RAY_AUTH_MODE=token"):
+        RayExecutor(address="10.0.0.9:6379")._init(ray)
+    with pytest.raises(ConnectionError):  # a private instance's failure is Ray's own
+        RayExecutor()._init(ray)

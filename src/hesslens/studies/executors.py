@@ -328,7 +328,18 @@ class RayExecutor:
             kwargs.update(address="local", num_cpus=self.workers or 2,
                           runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
         kwargs.update(self.init_kwargs)
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as err:
+            if not self.address:
+                raise
+            # Ray >= 2.59 turns token authentication on for `ray start --head` where a token file exists,
+            # and a driver joining by address does not send it unless told to: the commonest cause here.
+            raise HesslensError(
+                f"could not join the Ray cluster at {self.address} ({err}). If the cluster uses token "
+                "authentication (Ray 2.59 and later turn it on for `ray start --head`), set RAY_AUTH_MODE=token "
+                "here, with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (`ray get-auth-token` "
+                "on the head prints it)") from err
         return True
 
     def execute(self, job: Job, pending: Iterable[Pending], claim: Claim) -> Iterator[Outcome]:

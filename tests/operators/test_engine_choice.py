@@ -264,6 +264,43 @@ def test_candidates_are_compared_on_seeded_columns_not_the_callers(monkeypatch):
     assert any(c.label.startswith("linearize") and c.status in ("verified", "chosen") for c in many.engine_report.checks)
 
 
+def test_after_a_comparison_the_kept_reference_loop_answers_the_first_product_too(monkeypatch):
+    """Two columns, vmap weighed against the loop (the loop wins every tie here): the trial's run on the
+    asking columns is that product's answer, and no engine call follows the choice for it."""
+    from hesslens.operators import hessian
+
+    model, loss_fn, data = _problem()
+    dense = hl.HessianOperator(model, loss_fn, data).dense()
+    monkeypatch.setattr(choice, "SPEED_MARGIN", 1e9)  # the first verified engine in PREFERENCE is kept
+    widths = _count_reference_calls(monkeypatch)
+    at_choice = []
+    chooser = hessian.choose_engine
+    monkeypatch.setattr(hessian, "choose_engine", lambda *a, **kw: (c := chooser(*a, **kw), at_choice.append(len(widths)))[0])
+    op = hl.HessianOperator(model, loss_fn, data)
+    op.expect(10, columns=2)
+    v = torch.randn(op.n, 2, dtype=DT, generator=torch.Generator().manual_seed(5))
+    hv = op @ v
+    assert op.engine == "double_backward+loop"
+    assert any(c.label == "double_backward+vmap" and c.status == "verified" for c in op.engine_report.checks)
+    assert at_choice == [len(widths)] and op.matvecs == 2
+    assert torch.allclose(hv, dense @ v, rtol=1e-12, atol=1e-14)
+
+
+def test_a_streaming_choice_never_multiplies_the_callers_columns(monkeypatch):
+    model, loss_fn, data = _problem()
+    dense = hl.HessianOperator(model, loss_fn, data).dense()
+    firsts = []
+    starter = choice.start_trial
+    monkeypatch.setattr(choice, "start_trial", lambda *a, **kw: firsts.append(a[4] if len(a) > 4 else kw.get("first"))
+                        or starter(*a, **kw))
+    op = hl.HessianOperator(model, loss_fn, data, cache_budget=1)
+    op.expect(5, columns=1)
+    v = torch.randn(op.n, 1, dtype=DT, generator=torch.Generator().manual_seed(6))
+    hv = op @ v
+    assert op.engine.startswith("streaming") and firsts == [None]
+    assert torch.allclose(hv, dense @ v, rtol=1e-10, atol=1e-12)
+
+
 def test_one_column_with_an_unavailable_linearisation_records_each_candidate_once():
     model, _, (x, _) = _problem()
     y = torch.randn(len(x), 3, dtype=DT, generator=torch.Generator().manual_seed(2))

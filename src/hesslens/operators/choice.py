@@ -220,18 +220,22 @@ def choose_engine(
     :func:`~hesslens.memory.release_freed_memory`, but not the peak). ``columns`` is the
     widest product expected (None: unknown): the trial multiplies at most that many columns, and with one
     column vmap is not tried. ``first``: the columns of the product that asked (see
-    :func:`~hesslens.operators.trial.start_trial`); where double backward's loop is the only candidate and
-    is kept as it was built, its product on them is returned as :attr:`EngineChoice.first_products`. A chosen ``+vmap`` engine takes one-column products through its loop where
+    :func:`~hesslens.operators.trial.start_trial`); where double backward's loop is chosen and kept as it
+    was built, the reference's trial product on them is returned as :attr:`EngineChoice.first_products`
+    (where another engine is chosen it is one product more than the job's). A chosen ``+vmap`` engine takes one-column products through its loop where
     that loop was verified too (:attr:`~hesslens.operators.engines.Engine.loop_for_one_column`).
 
     If the cache does not fit in memory only the streaming engine is considered; its forward-mode
     product is verified the same way and replaced by double backward where it disagrees.
     """
     first_batch = next(iter(batches))  # batches may be a re-iterable source when streaming
+    # Not the caller's columns where the cache does not fit: a streaming engine is never the reference kept
+    # as built, and a product there (a pass over all the data) is the dearest of all to make twice.
     trial, reference, ref_build = start_trial(loss, params, first_batch, min(probe_columns, columns or probe_columns),
-                                              first)
+                                              first if cache_fits else None)
     if not cache_fits:
-        return _choose_streaming(loss, params, batches, weights, trial.seeded(reference), linearize_blocker)
+        return _choose_streaming(loss, params, batches, weights, trial, linearize_blocker)
+    caller = trial if trial.caller_columns else None
     checks: list[EngineCheck] = []
     build = {DoubleBackwardEngine.name: ref_build}
     built: dict[str, Engine] = {DoubleBackwardEngine.name: reference}
@@ -323,7 +327,8 @@ def choose_engine(
         reason += "; not used: " + refusals
     checks = [EngineCheck(c.label, "chosen", c.reason, c.seconds_per_column, c.relative_error) if c.label == label else c
               for c in checks]
-    first_products = trial.reference if trial.caller_columns and engine is reference else None
+    # The reference's run on the caller's columns is that product wherever the reference's loop is kept.
+    first_products = caller.reference if caller is not None and engine is reference and not engine.use_vmap else None
     return EngineChoice(engine, EngineReport(label, reason, trial.tolerance, trial.columns, tuple(checks), build),
                         first_products)
 

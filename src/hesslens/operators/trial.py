@@ -144,8 +144,8 @@ def start_trial(loss: BatchLoss, params: Params, batch: Any, columns: int,
     """Build the reference engine on ``batch`` and its products on the trial's columns.
 
     ``first``: the columns of the product that asked for the engine, shaped like the tangents. Where
-    they are exactly the trial's width the reference multiplies them (``Trial.caller_columns``): if
-    nothing else is a candidate, that product is the caller's answer and is not made twice; before
+    they are exactly the trial's width the reference multiplies them (``Trial.caller_columns``): where
+    the reference's loop is then kept, that product is the caller's answer and is not made twice; before
     candidates are compared the trial moves to seeded columns (:meth:`Trial.seeded`).
     """
     t0 = time.perf_counter()

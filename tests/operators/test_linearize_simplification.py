@@ -1,0 +1,122 @@
+"""The linearisation's zero additions: ``zeros_like(a) + b`` → ``b`` only where that is exact and safe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from hesslens.operators.linearize import drop_zero_additions, linearize_gradient
+
+DT = torch.float64
+
+
+def _count(gm, target) -> int:
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target is target)
+
+
+def _relu_cnn_loss():
+    torch.manual_seed(90)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(3 * 2 * 2, 4), nn.ReLU(), nn.Linear(4, 3)).to(DT)
+    g = torch.Generator().manual_seed(91)
+    x, y = torch.randn(5, 2, 4, 4, generator=g, dtype=DT), torch.randint(0, 3, (5,), generator=g)
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach() for _, p in model.named_parameters())
+    return (lambda p: nn.functional.cross_entropy(functional_call(model, dict(zip(names, p)), (x,)), y)), params
+
+
+def test_relu_products_lose_their_zero_additions_and_stay_exact() -> None:
+    """ReLU's tangent adds a zero tensor; without it the replayed products still equal jvp(grad)."""
+    loss, params = _relu_cnn_loss()
+    product = linearize_gradient(loss, params)
+    tangents = tuple(torch.randn(p.shape, generator=torch.Generator().manual_seed(92), dtype=DT) for p in params)
+    reference = jvp(grad(loss), (params,), (tangents,))[1]
+    for _ in range(3):
+        for out, ref in zip(product(tangents), reference):
+            assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_the_relu_graph_had_zero_additions_to_drop() -> None:
+    """The pattern is real: the traced ReLU tangent graph holds zeros_like + add, and the pass removes them all."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.fx.experimental import const_fold
+
+    loss, params = _relu_cnn_loss()
+
+    def tangent_of_gradient(tangents):
+        with fwAD.dual_level():
+            duals = tuple(fwAD.make_dual(p, t) for p, t in zip(params, tangents))
+            return tuple(fwAD.unpack_dual(g).tangent for g in grad(loss)(duals))
+
+    folded = const_fold.split_const_subgraphs(make_fx(tangent_of_gradient)(tuple(torch.zeros_like(p) for p in params)))
+    zeros = _count(folded, torch.ops.aten.zeros_like.default)
+    assert zeros >= 2  # one per ReLU
+    assert drop_zero_additions(folded) == zeros
+    assert _count(folded, torch.ops.aten.zeros_like.default) == 0
+    assert drop_zero_additions(folded) == 0
+
+
+def _traced(f, *args):
+    return make_fx(f)(*args)
+
+
+@pytest.mark.parametrize("case", ["plain", "swapped"])
+def test_a_zero_addition_is_dropped(case: str) -> None:
+    def f(x, y):
+        z, w = torch.zeros_like(x), y * 2
+        return (z + w if case == "plain" else w + z) + 1
+
+    x, y = torch.randn(3, 4, dtype=DT), torch.randn(3, 4, dtype=DT)
+    gm = _traced(f, x, y)
+    expected = f(x, y)
+    assert drop_zero_additions(gm) == 1
+    assert _count(gm, torch.ops.aten.zeros_like.default) == 0
+    assert torch.equal(gm(x, y), expected)
+
+
+def _sum_written_in_place(x, y):
+    s = torch.zeros_like(x) + y * 2
+    s.mul_(3)
+    return s
+
+
+def _addend_written_in_place(x, y):
+    w = y * 2
+    s = torch.zeros_like(x) + w
+    w.add_(1)
+    return s, w
+
+
+@pytest.mark.parametrize("f, shapes, dtypes", [
+    (lambda x, y: torch.zeros_like(x) + y * 2, ((3, 4), (4,)), (DT, DT)),  # b broadcasts: the sum is not b
+    (lambda x, y: torch.zeros_like(x) + y * 2, ((3, 4), (3, 4)), (DT, torch.float32)),  # the sum is promoted
+    (lambda x, y: torch.add(torch.zeros_like(x), y * 2, alpha=2), ((3, 4), (3, 4)), (DT, DT)),  # alpha scales b
+    (lambda x, y: torch.zeros_like(x) + y, ((3, 4), (3, 4)), (DT, DT)),  # b is the caller's input
+    (lambda x, y: torch.zeros_like(x) + (y * 2).view(3, 4), ((3, 4), (12,)), (DT, DT)),  # b is a view
+    (lambda x, y: (lambda w: (torch.zeros_like(x) + w, w))(y * 2), ((3, 4), (3, 4)), (DT, DT)),  # both returned
+    (_sum_written_in_place, ((3, 4), (3, 4)), (DT, DT)),
+    (_addend_written_in_place, ((3, 4), (3, 4)), (DT, DT)),
+], ids=["broadcast", "promoted", "alpha", "input", "view", "both-returned", "sum-written", "addend-written"])
+def test_a_zero_addition_that_is_not_the_addend_is_kept(f, shapes, dtypes) -> None:
+    x, y = (torch.randn(s, dtype=d) for s, d in zip(shapes, dtypes))
+    gm = _traced(f, x, y)
+    before = _count(gm, torch.ops.aten.add.Tensor)
+    assert drop_zero_additions(gm) == 0
+    assert _count(gm, torch.ops.aten.add.Tensor) == before
+
+
+def test_a_zero_addition_of_a_folded_constant_is_kept() -> None:
+    """Returned as the product, a folded constant could be changed by the caller through it."""
+    from torch.fx.experimental import const_fold
+
+    c = torch.randn(3, 4, dtype=DT)
+
+    def f(x):
+        return torch.zeros_like(x) + c * 2, x * (c * 3)
+
+    folded = const_fold.split_const_subgraphs(_traced(f, torch.randn(3, 4, dtype=DT)))
+    assert any(n.op == "get_attr" for n in folded.graph.nodes)
+    assert drop_zero_additions(folded) == 0

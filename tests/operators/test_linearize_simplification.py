@@ -17,10 +17,21 @@ def _count(gm, target) -> int:
     return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target is target)
 
 
+class Reshaped(nn.Module):
+    """A layer that views its weight: the traced graph views the weight's tangent the same way."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        return x @ self.w.view(4, 3)
+
+
 def _relu_cnn_loss():
     torch.manual_seed(90)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(3 * 2 * 2, 4), nn.ReLU(), nn.Linear(4, 3)).to(DT)
+                          nn.Linear(3 * 2 * 2, 4), nn.ReLU(), Reshaped()).to(DT)
     g = torch.Generator().manual_seed(91)
     x, y = torch.randn(5, 2, 4, 4, generator=g, dtype=DT), torch.randint(0, 3, (5,), generator=g)
     names = [n for n, _ in model.named_parameters()]
@@ -37,6 +48,18 @@ def test_relu_products_lose_their_zero_additions_and_stay_exact() -> None:
     for _ in range(3):
         for out, ref in zip(product(tangents), reference):
             assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_non_contiguous_tangents_give_the_same_products() -> None:
+    """The graph is traced with tangents laid out like the parameters; any other layout is made so first."""
+    loss, params = _relu_cnn_loss()
+    product = linearize_gradient(loss, params)
+    g = torch.Generator().manual_seed(93)
+    strided = tuple(torch.randn(*p.shape, 2, generator=g, dtype=DT)[..., 0] for p in params)
+    assert not any(t.is_contiguous() for t in strided if t.dim() > 0)
+    reference = jvp(grad(loss), (params,), (tuple(t.clone() for t in strided),))[1]
+    for out, ref in zip(product(strided), reference):
+        assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
 
 
 def test_the_relu_graph_had_zero_additions_to_drop() -> None:

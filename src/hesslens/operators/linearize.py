@@ -185,13 +185,16 @@ def linearize_gradient(loss: Callable[[Params], torch.Tensor], params: Params) -
         # const_fold warns about the get_attr nodes it inserts itself; not the user's to act on.
         warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
         warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
-        traced = make_fx(tangent_of_gradient)(tuple(p.new_empty(()).expand_as(p) for p in primals))
+        # Example tangents laid out like the primals, not zero-stride expansions: make_dual then traces no
+        # copy of each tangent into a primal-like layout, which the replay would repeat on every product.
+        traced = make_fx(tangent_of_gradient)(tuple(torch.zeros_like(p, memory_format=torch.contiguous_format)
+                                                    for p in primals))
         folded = const_fold.split_const_subgraphs(traced)
         repair_constant_mutations(folded)
         drop_zero_additions(folded)
 
     def product(tangents: Params) -> Params:
-        out = folded(*tangents)
+        out = folded(*(t.contiguous() for t in tangents))  # the layout traced
         # A tangent the gradient does not depend on (an unused parameter) comes back as None.
         return tuple(torch.zeros_like(t) if o is None else o for o, t in zip(out, tangents))
 

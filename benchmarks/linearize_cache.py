@@ -1,5 +1,5 @@
 """What a linearisation holds, against the bytes one gradient saves: the basis of
-``hesslens.operators.choice.LINEARIZE_CACHE_FACTOR``.
+``hesslens.operators.gradient_profile.LINEARIZE_CACHE_FACTOR``.
 
 For each zoo model, in a fresh process of its own: a double-backward operator is built (``engine="double_backward"``),
 then a linearisation of its batch (``LinearizeEngine``, one product of one column), which is then dropped,

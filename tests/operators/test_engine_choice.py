@@ -15,7 +15,7 @@ from torch import nn
 
 import hesslens as hl
 from hesslens.linalg.eigen import restart_plan
-from hesslens.operators import choice
+from hesslens.operators import choice, gradient_profile
 from hesslens.operators.trial import start_trial
 from hesslens.report import AnalysisSettings, analyze_operator
 
@@ -86,8 +86,8 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
     assert [c.status for c in skipped] == ["skipped", "skipped"]
     assert "would cost more than it can save over 10 products" in skipped[0].reason
     # with a build estimated as free it is built, verified and timed like any candidate
-    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)
-    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
     op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
     assert built and {c.status for c in op.engine_report.checks if c.label.startswith("linearize")} <= {"verified", "chosen"}
 
@@ -95,10 +95,10 @@ def test_a_linearisation_that_cannot_pay_off_is_not_built(monkeypatch):
 def test_a_linearisation_whose_cache_would_be_large_is_not_built(monkeypatch):
     model, loss_fn, data = _problem()
     built = _count_linearize_builds(monkeypatch)
-    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)  # the build would pay for itself
-    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_SECONDS_PER_NODE", 0.0)  # the build would pay for itself
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
     profile = hl.HessianOperator(model, loss_fn, data, engine="double_backward")._gradient_profile
-    assert profile.linearize_cache_estimate(3) == 3 * choice.LINEARIZE_CACHE_FACTOR * profile.saved_bytes > 0
+    assert profile.linearize_cache_estimate(3) == 3 * gradient_profile.LINEARIZE_CACHE_FACTOR * profile.saved_bytes > 0
     # a limit just below this model's estimate: skipped, recorded, and no warning (not a refusal)
     monkeypatch.setattr(choice, "LINEARIZE_MAX_CACHE_BYTES", profile.linearize_cache_estimate() - 1)
     with warnings.catch_warnings():
@@ -126,12 +126,12 @@ def test_caches_the_trial_dropped_are_given_back(monkeypatch):
     hl.HessianOperator(model, loss_fn, data, engine="double_backward")
     assert not trims
     built = _count_linearize_builds(monkeypatch)
-    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 0.0)
-    monkeypatch.setattr(choice, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_FIRST_USE_SECONDS", 0.0)
     op = hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)
     assert built and set(op.engine_report.build_seconds) == {"double_backward", "linearize"} and trims == [1]
     # several batches: the trial's one-batch engines are dropped for one over all of them
-    monkeypatch.setattr(choice, "LINEARIZE_SECONDS_PER_NODE", 1e9)
+    monkeypatch.setattr(gradient_profile, "LINEARIZE_SECONDS_PER_NODE", 1e9)
     x, y = data
     hl.HessianOperator(model, loss_fn, [(x[:15], y[:15]), (x[15:], y[15:])], expected_matvecs=10)
     assert trims == [1, 1]
@@ -157,7 +157,7 @@ def test_the_estimate_grows_with_the_gradient():
     large = hl.HessianOperator(deep, loss_fn, (x, y))._gradient_profile
     # a Linear is two nodes (addmm, the weight's transpose), a Tanh one, cross-entropy two (log-softmax, NLL)
     assert (small.nodes, large.nodes) == (2 * 2 + 1 + 2, 5 * 2 + 4 + 2)
-    assert large.linearize_estimate() == pytest.approx(choice.LINEARIZE_SECONDS_PER_NODE * large.nodes)
+    assert large.linearize_estimate() == pytest.approx(gradient_profile.LINEARIZE_SECONDS_PER_NODE * large.nodes)
     assert "TanhBackward0" in small.ops and "MseLossBackward0" not in small.ops
 
 

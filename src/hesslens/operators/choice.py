@@ -12,13 +12,10 @@ choose differently.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
-import torch
 
 from ..errors import EngineRefusedError
 from .engines import (
@@ -30,13 +27,8 @@ from .engines import (
     LinearizeEngine,
     Params,
     StreamingEngine,
-    _leaf_copies,
 )
 from .trial import EngineCheck, Trial, first_line, start_trial
-
-#: Autograd nodes (``grad_fn`` classes) whose backward, traced by linearize, crashes the interpreter (a
-#: segfault, which no ``except`` can catch), so their models never reach the linearize engine.
-LINEARIZE_CRASHES = {"MseLossBackward0": "mse_loss backward segfaults under linearize tracing (PyTorch 2.13)"}
 
 ONE_COLUMN = "the products have one column: nothing for vmap to batch"
 
@@ -47,25 +39,10 @@ PREFERENCE = ("double_backward+loop", "double_backward+vmap", "linearize+loop", 
 #: A later engine in PREFERENCE must beat an earlier one by this fraction of the total to be chosen.
 SPEED_MARGIN = 0.05
 
-#: Seconds a linearisation's build (tracing forward, backward and their tangents) takes per node of the
-#: gradient's autograd graph, at least: 16–42 ms were measured on a 2-core machine (the benchmark MLP, CNN
-#: and transformer, 10, 14 and 127 nodes: 0.42 s, 0.50 s and 2.1 s); taken lower so that a faster
-#: machine still tries a linearisation where it might pay.
-LINEARIZE_SECONDS_PER_NODE = 0.01
-
-#: The first linearisation in a process also imports torch's tracing stack (about 0.8 s measured).
-LINEARIZE_FIRST_USE_SECONDS = 0.5
-
 #: The fastest a linearisation's products were against double backward's on the benchmark models (per
 #: column, as low as 0.55 on the CNN; 0.8 on the MLP, 1.2 on ResNet-18, 1.6 on the transformer): the
 #: most a linearisation is assumed to save.
 LINEARIZE_BEST_RATIO = 0.5
-
-#: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
-#: gradient saves for backward: its growth of the peak RSS over a double-backward operator's, after one
-#: product, was 3.2× (benchmark CNN), 6.1× (ResNet-18), 11× (transformer) and 18.5× (GPT) in
-#: ``python -m benchmarks.linearize_cache``; rounded up from the largest.
-LINEARIZE_CACHE_FACTOR = 20
 
 #: A linearisation whose cache is estimated above this many bytes is not built. Where a gradient saves
 #: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
@@ -73,67 +50,6 @@ LINEARIZE_CACHE_FACTOR = 20
 #: time per column, while its build took 15–18 s (engine timings of a full benchmark run) and its
 #: cache 1.25–3.1 GB beyond double backward's (``benchmarks.linearize_cache``).
 LINEARIZE_MAX_CACHE_BYTES = 2**30
-
-
-@dataclass(frozen=True)
-class GradientProfile:
-    """What one gradient of the first batch saves for backward and which autograd nodes it runs."""
-
-    saved_bytes: int
-    ops: frozenset[str]  # the grad_fn classes of the loss's autograd graph
-    depends: bool = True  # whether the loss depends on the parameters at all
-    nodes: int = 0  # nodes of that graph (operations with a backward; parameter leaves not counted)
-
-    def linearize_estimate(self) -> float:
-        """Seconds a linearisation of this gradient takes to build, estimated from its graph's size (and
-        the first use of torch's tracing stack in this process)."""
-        first = 0.0 if "torch._dynamo" in sys.modules else LINEARIZE_FIRST_USE_SECONDS
-        return first + LINEARIZE_SECONDS_PER_NODE * self.nodes
-
-    def linearize_cache_estimate(self, batches: int = 1) -> int:
-        """Bytes a linearisation of ``batches`` such batches would hold (:data:`LINEARIZE_CACHE_FACTOR`
-        times the saved bytes, per batch)."""
-        return LINEARIZE_CACHE_FACTOR * self.saved_bytes * batches
-
-    def linearize_blocker(self) -> str | None:
-        hits = [LINEARIZE_CRASHES[o] for o in self.ops if o in LINEARIZE_CRASHES]
-        return hits[0] if hits else None
-
-
-def _graph_nodes(root: Any) -> list[str]:
-    """The class names of the autograd nodes reachable from ``root`` (each once), parameter leaves left
-    out. A walk of the graph, not a dispatch mode: that would import torch's compiler stack (about a
-    second in a fresh process)."""
-    seen, stack, names = set(), [root], []
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if type(node).__name__ != "AccumulateGrad":
-            names.append(type(node).__name__)
-        stack.extend(n for n, _ in node.next_functions)
-    return names
-
-
-def profile_gradient(loss: BatchLoss, params: Params, batch: Any) -> GradientProfile:
-    """One gradient of ``batch`` with saved-tensor and graph bookkeeping (a cached engine keeps about
-    three times the saved bytes per batch)."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    leaves = _leaf_copies(params)
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        value = loss(tuple(leaves), batch)
-        if not value.requires_grad:
-            return GradientProfile(total, frozenset(), depends=False)
-        nodes = _graph_nodes(value.grad_fn)
-        torch.autograd.grad(value, leaves, allow_unused=True)
-    return GradientProfile(total, frozenset(nodes), nodes=len(nodes))
 
 
 @dataclass(frozen=True)
@@ -211,7 +127,8 @@ def choose_engine(
     ``expected_matvecs`` products (build time + products × seconds per column).
 
     Double backward is timed first; the linearisation is built only where its estimated build time,
-    ``linearize_estimate`` seconds (:data:`LINEARIZE_SECONDS_PER_NODE` per node of the gradient's graph),
+    ``linearize_estimate`` seconds (:data:`~hesslens.operators.gradient_profile.LINEARIZE_SECONDS_PER_NODE` per
+    node of the gradient's graph),
     is below what ``expected_matvecs`` double-backward products cost — with fewer products it could not
     pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
     as ``"skipped"``; so is one whose cache, ``linearize_cache`` bytes (estimated), would exceed

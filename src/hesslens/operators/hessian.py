@@ -27,10 +27,11 @@ from .. import memory
 from ..errors import InvalidInputError
 from .base import assemble_dense
 from .block_products import block_matmat
-from .choice import choose_engine, profile_gradient, verified_engine
+from .choice import choose_engine, verified_engine
 from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data
 from .distributed import Collective
 from .engines import ENGINES
+from .gradient_profile import profile_gradient
 from . import loss as loss_checks
 from .loss import LossModule, check_losses, declared_reduction, probe_reduction
 from .params import ParamSelection, select_parameters
@@ -215,7 +216,7 @@ class HessianOperator:
         per_batch = profile.saved_bytes
         self._budget = budget = memory.budget(cache_budget)
         # A kept double-backward graph holds about three times what one gradient saves (a linearisation more:
-        # choice.LINEARIZE_CACHE_FACTOR).
+        # gradient_profile.LINEARIZE_CACHE_FACTOR).
         self._cache_bytes = 3 * per_batch * len(self.data)
         self.max_columns = max_columns or int(max(1, min(64, budget // max(1, 8 * per_batch))))
 

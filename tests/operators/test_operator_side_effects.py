@@ -151,3 +151,37 @@ def test_dataloader_leaves_global_rng_unchanged() -> None:
     state = torch.get_rng_state()
     hl.HessianOperator(model, nn.CrossEntropyLoss(), loader, engine="streaming")
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["returns", "raises"])
+@pytest.mark.parametrize("mode", ["eval", "train", "as_is"])
+def test_preserved_state_undoes_every_change_made_inside(mode: str, raises: bool) -> None:
+    """The guard itself: whatever the block changes — flags of every module, requires_grad, .grad
+    (set, replaced, cleared), buffers, the RNG — is as it was afterwards, also when the block raises."""
+    from hesslens.operators.state import preserved_state
+
+    model = _model(dropout=True)
+    model[2].train(False)  # mixed flags: the guard must restore each module's own
+    snap = Snapshot.take(model)
+
+    def meddle() -> None:
+        with preserved_state(model, mode):
+            assert all(m.training == (mode == "train") for m in model.modules()) or mode == "as_is"
+            model.train(not model.training)
+            model[3].eval()
+            for p in model.parameters():
+                p.requires_grad_(not p.requires_grad)
+            model[0].weight.grad = None
+            model[0].bias.grad = torch.ones_like(model[0].bias)
+            with torch.no_grad():
+                model[1].running_mean.add_(1.0)
+            torch.rand(3)
+            if raises:
+                raise RuntimeError("inside")
+
+    if raises:
+        with pytest.raises(RuntimeError, match="inside"):
+            meddle()
+    else:
+        meddle()
+    snap.assert_unchanged(model, "after the block")

@@ -33,19 +33,21 @@ def preserved_state(model: nn.Module, mode: str = "as_is") -> Iterator[nn.Module
     either an error or a silent mutation of a captured constant.
     """
     check_mode(mode)
-    training = {m: m.training for m in model.modules()}
-    requires_grad = {p: p.requires_grad for p in model.parameters()}
-    grads = {p: p.grad for p in model.parameters()}
+    # Only what differs is written back, below: a module's attribute assignment, a requires_grad_ and
+    # a .grad assignment each cost Python-level dispatch, paid on every product of a small model.
+    modules = list(model.modules())
+    params = list(model.parameters())
+    training = [m.training for m in modules]
+    requires_grad = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     rng = torch.random.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     tracking = {}
     try:
-        if mode == "eval":
-            model.eval()
-        elif mode == "train":
-            model.train()
-        for m in model.modules():
+        if mode != "as_is" and any(flag != (mode == "train") for flag in training):
+            model.train(mode == "train")
+        for m in modules:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
                 tracking[m] = m.track_running_stats
                 m.track_running_stats = False
@@ -53,12 +55,14 @@ def preserved_state(model: nn.Module, mode: str = "as_is") -> Iterator[nn.Module
     finally:
         for m, flag in tracking.items():
             m.track_running_stats = flag
-        for m, flag in training.items():
-            m.training = flag
-        for p, flag in requires_grad.items():
-            p.requires_grad_(flag)
-        for p, g in grads.items():
-            p.grad = g
+        for m, flag in zip(modules, training):
+            if m.training != flag:
+                m.training = flag
+        for p, flag, g in zip(params, requires_grad, grads):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not g:
+                p.grad = g
         with torch.no_grad():
             for name, b in model.named_buffers():
                 # Write back only what changed: a copy bumps the buffer's version counter, which

@@ -1,4 +1,5 @@
-"""The linearisation's zero additions: ``zeros_like(a) + b`` → ``b`` only where that is exact and safe."""
+"""The linearisation's simplifications, each exact: ``zeros_like(a) + b`` → ``b`` only where that is
+exact and safe; folded constants no replay reads are not kept; constants equal bit for bit are kept once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from hesslens.operators.linearize import drop_zero_additions, linearize_gradient
+from hesslens.operators.linearize import (_constant_reads, drop_unread_constants, drop_zero_additions, linearize_gradient,
+                                          repair_constant_mutations, share_equal_constants)
 
 DT = torch.float64
 
@@ -62,19 +64,23 @@ def test_non_contiguous_tangents_give_the_same_products() -> None:
         assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
 
 
-def test_the_relu_graph_had_zero_additions_to_drop() -> None:
-    """The pattern is real: the traced ReLU tangent graph holds zeros_like + add, and the pass removes them all."""
+def _folded_tangent_graph(loss, params):
+    """The CNN's tangent graph as const_fold leaves it, before any of hesslens's passes."""
     import torch.autograd.forward_ad as fwAD
     from torch.fx.experimental import const_fold
-
-    loss, params = _relu_cnn_loss()
 
     def tangent_of_gradient(tangents):
         with fwAD.dual_level():
             duals = tuple(fwAD.make_dual(p, t) for p, t in zip(params, tangents))
             return tuple(fwAD.unpack_dual(g).tangent for g in grad(loss)(duals))
 
-    folded = const_fold.split_const_subgraphs(make_fx(tangent_of_gradient)(tuple(torch.zeros_like(p) for p in params)))
+    return const_fold.split_const_subgraphs(make_fx(tangent_of_gradient)(tuple(torch.zeros_like(p) for p in params)))
+
+
+def test_the_relu_graph_had_zero_additions_to_drop() -> None:
+    """The pattern is real: the traced ReLU tangent graph holds zeros_like + add, and the pass removes them all."""
+    loss, params = _relu_cnn_loss()
+    folded = _folded_tangent_graph(loss, params)
     zeros = _count(folded, torch.ops.aten.zeros_like.default)
     assert zeros >= 2  # one per ReLU
     assert drop_zero_additions(folded) == zeros
@@ -143,3 +149,61 @@ def test_a_zero_addition_of_a_folded_constant_is_kept() -> None:
     folded = const_fold.split_const_subgraphs(_traced(f, torch.randn(3, 4, dtype=DT)))
     assert any(n.op == "get_attr" for n in folded.graph.nodes)
     assert drop_zero_additions(folded) == 0
+
+
+# -- folded constants: none unread, none twice --------------------------------------------------------
+def _items(folded) -> list[torch.Tensor]:
+    return list(getattr(folded, folded.fx_const_folded_attrs_name))
+
+
+def test_the_cnn_graph_folds_unread_and_duplicate_constants_and_the_passes_remove_them() -> None:
+    """The pattern is real: as const_fold leaves it, the CNN's folded tuple holds items no node reads
+    (the parameters among them) and bit-equal clones of one tensor; after the passes every item is read
+    and all are distinct, and the products equal those of the unsimplified graph."""
+    loss, params = _relu_cnn_loss()
+    plain = _folded_tangent_graph(loss, params)
+    repair_constant_mutations(plain)
+    plain.run_folding()
+    items = _items(plain)
+    assert len(_constant_reads(plain)) < len(items)  # some items are never read
+
+    folded = _folded_tangent_graph(loss, params)
+    repair_constant_mutations(folded)
+    dropped = drop_unread_constants(folded)
+    assert dropped == len(items) - len(_constant_reads(plain))
+    folded.run_folding()
+    shared = share_equal_constants(folded)
+    assert shared >= 1  # the input and an alias of it, cloned apart by the folding
+    kept = _items(folded)
+    assert len(kept) == len(items) - dropped - shared == len(_constant_reads(folded))
+    assert sorted(_constant_reads(folded)) == list(range(len(kept)))
+    for i, a in enumerate(kept):
+        for b in kept[i + 1:]:
+            assert not (a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b))
+    assert drop_unread_constants(folded) == 0 and share_equal_constants(folded) == 0  # nothing left to do
+
+    tangents = tuple(torch.randn(p.shape, generator=torch.Generator().manual_seed(94), dtype=DT) for p in params)
+    for _ in range(3):
+        for out, ref in zip(folded(*tangents), plain(*tangents)):
+            assert torch.equal(out, ref)
+
+
+def test_constants_equal_in_value_but_not_in_bits_stay_apart() -> None:
+    """+0.0 and −0.0 compare equal; shared, the sign of x·c would change. Equal bits are shared."""
+    from torch.fx.experimental import const_fold
+
+    base = torch.zeros(4, dtype=DT)
+    one = torch.ones(4, dtype=DT)
+
+    def f(x):
+        return x * torch.neg(base), x * (base + 0), x * (one * 2), x * (one + 1)
+
+    x = torch.rand(4, dtype=DT) + 1
+    folded = const_fold.split_const_subgraphs(_traced(f, x))
+    assert drop_unread_constants(folded) == 0
+    folded.run_folding()
+    assert len(_items(folded)) == 4
+    assert share_equal_constants(folded) == 1  # one * 2 and one + 1, not −0 and +0
+    neg, pos, two_a, two_b = folded(x)
+    assert torch.signbit(neg).all() and not torch.signbit(pos).any()
+    assert torch.equal(two_a, 2 * x) and torch.equal(two_b, 2 * x)

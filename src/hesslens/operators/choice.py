@@ -48,7 +48,7 @@ LINEARIZE_BEST_RATIO = 0.5
 #: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
 #: models past it (ResNet-18, GPT) the linearisation's products took 1.27× and 0.95× double backward's
 #: time per column, while its build took 15–18 s (engine timings of a full benchmark run) and its
-#: cache 1.25–3.1 GB beyond double backward's (``benchmarks.linearize_cache``).
+#: cache 0.36–1.6 GB beyond double backward's peak (``benchmarks.linearize_cache``).
 LINEARIZE_MAX_CACHE_BYTES = 2**30
 
 

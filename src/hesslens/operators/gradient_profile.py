@@ -27,9 +27,10 @@ LINEARIZE_FIRST_USE_SECONDS = 0.5
 
 #: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
 #: gradient saves for backward: its growth of the peak RSS over a double-backward operator's, after one
-#: product, was 3.2× (benchmark CNN), 6.1× (ResNet-18), 11× (transformer) and 18.5× (GPT) in
-#: ``python -m benchmarks.linearize_cache``; rounded up from the largest.
-LINEARIZE_CACHE_FACTOR = 20
+#: product, was 1.4× (benchmark CNN), 1.8× (ResNet-18), 7.6× (transformer) and 9.6× (GPT) in
+#: ``python -m benchmarks.linearize_cache`` once unread and duplicate constants were dropped (3.2×, 6.1×,
+#: 11× and 18.5× before); rounded up from the largest.
+LINEARIZE_CACHE_FACTOR = 10
 
 
 @dataclass(frozen=True)

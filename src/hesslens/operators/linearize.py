@@ -163,6 +163,93 @@ def drop_zero_additions(gm: GraphModule) -> int:
     return dropped
 
 
+def _constant_reads(gm: GraphModule) -> dict[int, list[Node]] | None:
+    """Item index of the folded tuple → the ``getitem`` nodes of the tangent graph that read it; None
+    where there is no folded tuple or the graph reads it otherwise than item by item."""
+    name = getattr(gm, "fx_const_folded_attrs_name", None)
+    attrs = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target == name]
+    if name is None or len(attrs) != 1:
+        return None
+    reads: dict[int, list[Node]] = {}
+    for user in attrs[0].users:
+        if not (user.op == "call_function" and user.target is operator.getitem and isinstance(user.args[1], int)):
+            return None
+        reads.setdefault(user.args[1], []).append(user)
+    return reads
+
+
+def _renumber(reads: dict[int, list[Node]], keep: list[int]) -> None:
+    new = {old: i for i, old in enumerate(keep)}
+    for old, nodes in reads.items():
+        for n in nodes:
+            n.args = (n.args[0], new[old])
+
+
+def drop_unread_constants(folded: GraphModule) -> int:
+    """Before folding runs: the constant subgraph returns only the items the tangent graph reads; return
+    how many it no longer returns.
+
+    ``const_fold`` makes every value the constant subgraph hands over an output, and its folding keeps a
+    clone of each — including values no replayed node reads (the parameters themselves, activations whose
+    only tangent-side reader was dead code). On the benchmark CNN that was 50 of 89 items, 45 of 111 MB.
+    """
+    reads = _constant_reads(folded)
+    sub = getattr(folded, "const_subgraph_module", None)
+    if reads is None or sub is None or getattr(folded, "has_folding_been_run", True):
+        return 0
+    output = next(n for n in sub.graph.nodes if n.op == "output")
+    items = output.args[0]
+    if not isinstance(items, (tuple, list)) or len(reads) in (0, len(items)):
+        return 0  # one item is returned bare, not as a tuple; with nothing read there is nothing to fold
+    keep = sorted(reads)
+    _renumber(reads, keep)
+    output.args = (tuple(items[i] for i in keep),)
+    sub.recompile()
+    folded.recompile()
+    return len(items) - len(keep)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(-1).view(torch.uint8)
+
+
+def share_equal_constants(folded: GraphModule) -> int:
+    """After folding: items of the folded tuple that are equal bit for bit (same dtype, shape and
+    strides) are kept once, every reader reading the first; return how many were dropped.
+
+    Folding clones each item, so one tensor the constant subgraph returns twice (an input and an alias
+    of it, one activation read by two backward formulas) is held twice: 24 MB of the CNN's 66 MB read.
+    Sharing is exact because the replay never writes into a constant (:func:`repair_constant_mutations`
+    gives every in-place write a clone of its own and refuses writes into views); bits, not ``==``,
+    decide, so −0.0 and +0.0 stay apart.
+    """
+    reads = _constant_reads(folded)
+    items = getattr(folded, getattr(folded, "fx_const_folded_attrs_name", "") or "", None)
+    if reads is None or not isinstance(items, torch.nn.ParameterList) or len(items) < 2:
+        return 0
+    first: dict[tuple, list[int]] = {}
+    dropped = []
+    for i in sorted(reads):
+        t = items[i]
+        key = (t.dtype, tuple(t.shape), t.stride(), t.device, t.requires_grad)
+        for j in first.setdefault(key, []):
+            if torch.equal(_bits(items[j]), _bits(t)):
+                for n in reads.pop(i):
+                    n.replace_all_uses_with(reads[j][0])
+                    folded.graph.erase_node(n)
+                dropped.append(i)
+                break
+        else:
+            first[key].append(i)
+    if dropped:
+        keep = sorted(reads)
+        _renumber(reads, keep)
+        setattr(folded, folded.fx_const_folded_attrs_name, torch.nn.ParameterList([items[i] for i in keep]))
+        folded.graph.lint()
+        folded.recompile()
+    return len(dropped)
+
+
 def linearize_gradient(loss: Callable[[Params], torch.Tensor], params: Params) -> Callable[[Params], Params]:
     """v ↦ ∇²loss(θ) v as a replayable traced graph (the linearisation of ∇loss at ``params``).
 
@@ -192,6 +279,9 @@ def linearize_gradient(loss: Callable[[Params], torch.Tensor], params: Params) -
         folded = const_fold.split_const_subgraphs(traced)
         repair_constant_mutations(folded)
         drop_zero_additions(folded)
+        drop_unread_constants(folded)
+        folded.run_folding()  # now rather than at the first product, so that equal constants can be shared
+        share_equal_constants(folded)
 
     def product(tangents: Params) -> Params:
         out = folded(*(t.contiguous() for t in tangents))  # the layout traced

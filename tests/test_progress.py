@@ -149,18 +149,38 @@ def test_trace_bar_in_groups(bars):
     assert bar.total == bar.n == r.matvecs == count[0] == 40
 
 
-def test_trace_bar_off_by_default(bars):
-    trace(planted(np.linspace(0.0, 3.0, 20)), num_matvecs=12)
-    assert [b.disable for b in bars] == [True]
+def test_trace_bar_off_by_default_builds_no_tqdm(bars):
+    r = trace(planted(np.linspace(0.0, 3.0, 20)), num_matvecs=12)
+    assert r.matvecs == 12 and bars == []  # pytest's stderr is not a terminal: no tqdm, no monitor thread
 
 
-@pytest.mark.parametrize("enabled, disable", [(None, None), (False, True), (True, False)])
-def test_enabled_maps_to_tqdm_disable(monkeypatch, enabled, disable):
-    seen = {}
-    monkeypatch.setattr(progress_module, "tqdm", lambda **kw: seen.update(kw) or RecordingBar(**kw))
-    with progress_module.product_bar(10, "x", enabled):
-        pass
-    assert seen["disable"] is disable and seen["unit"] == PRODUCTS and seen["total"] == 10
+@pytest.mark.parametrize("enabled, terminal_stderr, drawn", [(None, False, False), (None, True, True),
+                                                             (False, True, False), (True, False, True)])
+def test_a_bar_is_a_tqdm_only_where_it_is_shown(monkeypatch, enabled, terminal_stderr, drawn):
+    seen = []
+    monkeypatch.setattr(progress_module, "tqdm", lambda **kw: seen.append(kw) or RecordingBar(**kw))
+    monkeypatch.setattr(progress_module.sys, "stderr", type("Stream", (), {"isatty": lambda self: terminal_stderr})())
+    with progress_module.product_bar(10, "x", enabled) as bar:
+        bar.update(3)
+        bar.set_postfix_str("residual 1e-3", refresh=False)
+        bar.total -= 2
+        bar.refresh()
+    assert bar.n == 3 and bar.total == 8 and bar.disable is not drawn
+    if drawn:
+        (kw,) = seen
+        assert kw["disable"] is False and kw["unit"] == PRODUCTS and kw["total"] == 10
+    else:
+        assert seen == [] and isinstance(bar, progress_module.QuietBar)
+
+
+def test_quiet_estimators_start_no_tqdm_monitor_thread(monkeypatch):
+    """The point of QuietBar: a silent estimator leaves tqdm untouched (no instance, no monitor thread)."""
+    monkeypatch.setattr(progress_module, "tqdm", lambda **kw: pytest.fail(f"a tqdm was built: {kw}"))
+    monkeypatch.setattr(progress_module.sys, "stderr", io.StringIO())  # not a terminal, also under pytest -s
+    op, _ = counting(gapped(100))
+    eigenvalues(op, k=1, progress=False)
+    spectral_density(op, steps=5, probes=2, progress=None)
+    trace(op, num_matvecs=12, progress=False)
 
 
 # -- what a terminal shows --------------------------------------------------------------------------

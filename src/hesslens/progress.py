@@ -1,4 +1,4 @@
-"""Progress bars for long loops: shown on a terminal, silent otherwise (tqdm with ``disable=None``).
+"""Progress bars for long loops: shown on a terminal, silent otherwise (tqdm's rule for ``disable=None``).
 
 A bar's total is the work the loop will do, never a cap it may stop far short of. The numerical
 routines count operator products (Hessian-vector products on a Hessian), in the unit

@@ -25,7 +25,8 @@ def problem(spec: dict):
     """Model, loss and every rank's batches (a list per rank), deterministic in ``spec``."""
     g = torch.Generator().manual_seed(spec.get("seed", 0))
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
+    norm = [nn.BatchNorm1d(6)] if spec.get("batchnorm") else []
+    model = nn.Sequential(nn.Linear(5, 6), *norm, nn.Tanh(), nn.Linear(6, 3)).to(DT)
     shards = [[(torch.randn(n, 5, generator=g, dtype=DT), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
               for sizes in spec["shards"]]
     if spec.get("loss") == "sum_function":  # a plain function: its reduction is probed, per rank
@@ -56,6 +57,44 @@ def measure(op, spec: dict) -> dict:
             "engine": op.engine, "matvecs": op.matvecs}
 
 
+class Recorder:
+    """A Tracker logger that keeps the steps it was called with."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.steps.append(step)
+
+    def close(self) -> None:
+        pass
+
+
+def track(spec: dict, model: nn.Module, loss_fn, shard: list) -> dict:
+    """Train on this rank's shard for ``spec["epochs"]`` epochs, a Tracker stepped after each: wrapped in
+    DistributedDataParallel unless ``spec["unsynced"]`` (then every rank trains its own model). Returns the
+    tracker's rows, the steps its logger saw, rank 0's model state at each checkpoint, and whether the
+    analysis left this rank's buffers as they were."""
+    import hesslens as hl
+
+    trained = model if spec.get("unsynced") else nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(trained.parameters(), lr=0.5)
+    recorder = Recorder()
+    tracker = hl.Tracker(loss_fn, shard, measure=("lambda_max", "trace"), tol=1e-10, warm_start=False,
+                         trace_matvecs=12, loggers=[recorder])
+    states, untouched = [], True
+    for epoch in range(spec.get("epochs", 2)):
+        for x, y in shard:
+            opt.zero_grad()
+            loss_fn(trained(x), y).backward()
+            opt.step()
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        tracker.step(trained, epoch=epoch)
+        untouched &= all(torch.equal(v, states[-1][k]) for k, v in model.state_dict().items())
+    return {"rows": tracker.history[["lambda_max", "trace"]].values.tolist(), "logged": recorder.steps,
+            "states": states, "untouched": untouched}
+
+
 def main() -> None:
     spec = json.load(open(sys.argv[1]))
     out = sys.argv[2]
@@ -66,14 +105,18 @@ def main() -> None:
     model, loss_fn, shards = problem(spec)
     result: dict = {}
     try:
-        op = hl.HessianOperator(model, loss_fn, shards[rank], **spec.get("kwargs", {}))
-        result = measure(op, spec)
-        if spec.get("local_too"):  # distributed=False: this rank's shard alone
-            local = hl.HessianOperator(model, loss_fn, shards[rank], distributed=False, **spec.get("kwargs", {}))
-            result["local_dense"] = local.dense()
+        if spec.get("scenario") == "tracker":
+            result = track(spec, model, loss_fn, shards[rank])
+        else:
+            op = hl.HessianOperator(model, loss_fn, shards[rank], **spec.get("kwargs", {}))
+            result = measure(op, spec)
+            if spec.get("local_too"):  # distributed=False: this rank's shard alone
+                local = hl.HessianOperator(model, loss_fn, shards[rank], distributed=False, **spec.get("kwargs", {}))
+                result["local_dense"] = local.dense()
     except hl.HesslensError as err:
         result = {"error": str(err), "type": type(err).__name__}
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    dist.barrier()  # leave together: a rank that exits while a peer is still destroying the group can abort it
     dist.destroy_process_group()
 
 

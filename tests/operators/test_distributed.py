@@ -130,6 +130,34 @@ def test_ranks_with_different_probes_are_refused_not_summed(tmp_path):
         assert "different vectors" in got["error"] and "seed=" in got["error"]
 
 
+def test_a_tracker_in_ddp_training_records_rank_0s_model_on_every_rank_and_logs_once(tmp_path):
+    """DistributedDataParallel training with BatchNorm: after a step each rank's running statistics have
+    moved with its own batch, so only rank 0's are the model's (what DDP broadcasts at the next forward).
+    Every rank's rows must be one process's over all the data at rank 0's state; only rank 0 logs."""
+    spec = {"shards": [[24], [16]], "batchnorm": True, "scenario": "tracker", "epochs": 2}
+    ranks = launch(spec, tmp_path)
+    model, loss_fn, shards = problem(spec)
+    batches = [b for s in shards for b in s]
+    assert not torch.equal(ranks[0]["states"][-1]["1.running_mean"], ranks[1]["states"][-1]["1.running_mean"])
+    for epoch, state in enumerate(ranks[0]["states"]):
+        model.load_state_dict(state)
+        op = hl.HessianOperator(model, loss_fn, batches)
+        want = [hl.eigenvalues(op, k=1, which="largest", tol=1e-10, seed=0).values[0],
+                hl.trace(op, num_matvecs=12, seed=0).estimate]
+        for got in ranks:
+            _close(got["rows"][epoch], want, rtol=1e-8)
+    assert ranks[0]["logged"] == [0, 1] and ranks[1]["logged"] == []
+    assert all(r["untouched"] for r in ranks)  # rank 1's own buffers are left as its training left them
+
+
+def test_ranks_holding_different_models_are_refused_naming_the_parameter(tmp_path):
+    ranks = launch({"shards": [[12], [9]], "scenario": "tracker", "unsynced": True, "epochs": 1}, tmp_path)
+    for got in ranks:
+        assert got.get("type") == "DistributedMismatchError", got
+        assert got["error"].startswith("rank 1's model is not rank 0's: parameter '0.weight' has other values")
+        assert "broadcast_module" in got["error"]
+
+
 def test_the_documented_script_under_torchrun_prints_what_one_process_prints(tmp_path):
     page = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
     script = tmp_path / "analyse.py"

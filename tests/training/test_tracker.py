@@ -102,6 +102,8 @@ def test_bad_configuration():
         Tracker(nn.CrossEntropyLoss())
     with pytest.raises(hl.InvalidInputError, match="loggers"):
         Tracker(nn.CrossEntropyLoss(), (x, y), loggers=[3])
+    with pytest.raises(hl.InvalidInputError, match="distributed must be None"):
+        Tracker(nn.CrossEntropyLoss(), (x, y), distributed="yes")
 
 
 def test_evenly_spaced_subset():

@@ -20,6 +20,9 @@ the sequence, its shape and two moments of V — so that ranks that diverged (a 
 per rank, a different algorithm or setting) get a clear error instead of a mixture of unrelated
 products or a hang.
 
+Every rank's operator is one of the same model: the constructor refuses parameters that differ from
+rank 0's and takes rank 0's buffers into its snapshot (:meth:`Collective.agree_on_model`).
+
 Set-up is collective too: the constructor checks its shard on every rank, and an error on one rank
 (an empty shard, a non-finite loss) is raised on every rank, naming the rank (:meth:`Collective.together`),
 so that no rank waits for a peer that has stopped. Each rank chooses its own product engine for its own
@@ -49,6 +52,20 @@ def initialised() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def check_flag(distributed: Any) -> bool | None:
+    """``distributed=`` as given, checked: None (auto), True or False."""
+    if distributed is not None and not isinstance(distributed, bool):
+        raise InvalidInputError(f"distributed must be None (auto), True or False, got {distributed!r}")
+    return distributed
+
+
+def secondary_rank(distributed: bool | None) -> bool:
+    """Whether this process is a rank other than 0 of the group an operator built with ``distributed``
+    would sum over (the rank that writes nothing where every rank computes the same numbers)."""
+    return check_flag(distributed) is not False and initialised() and torch.distributed.get_world_size() > 1 \
+        and torch.distributed.get_rank() != 0
+
+
 class Collective:
     """The process group an operator's products are summed over (the default group)."""
 
@@ -62,9 +79,7 @@ class Collective:
     def resolve(distributed: bool | None) -> "Collective | None":
         """None (auto): the default group where one is initialised with more than one rank; True: the
         default group, which must exist; False: none (this process's data alone)."""
-        if distributed is not None and not isinstance(distributed, bool):
-            raise InvalidInputError(f"distributed must be None (auto), True or False, got {distributed!r}")
-        if distributed is False:
+        if check_flag(distributed) is False:
             return None
         if not initialised():
             if distributed:
@@ -98,6 +113,60 @@ class Collective:
         if bad:
             rank, message = bad[0]
             raise InvalidInputError(f"rank {rank} of {self.world_size} failed: {message}")
+
+    def agree_on_model(self, parameters: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
+        """Make every rank's operator one of the same model: refuse ``parameters`` (the tensors the loss
+        reads as parameters) that differ from rank 0's, and overwrite ``buffers`` (the operator's own
+        snapshots, not the model's) with rank 0's.
+
+        Parameters are compared by name, shape, dtype and three sums (Σx, Σ|x|, Σx² in float64, to 1e-6
+        relative: replicas kept equal on different hardware pass, different models do not); a mismatch
+        raises :class:`~hesslens.DistributedMismatchError` on every rank, naming the first tensor and rank.
+        Buffers take rank 0's values as ``DistributedDataParallel`` does: it broadcasts rank 0's buffers at
+        the start of every forward, after which each rank's BatchNorm statistics move with its own batch,
+        so between two steps only rank 0's are the model's. One all-gather of the digests and one
+        broadcast per buffer."""
+        def digest(t: torch.Tensor) -> tuple[Any, ...]:
+            d = t.detach().to(torch.float64)
+            return tuple(t.shape), str(t.dtype), float(d.sum()), float(d.abs().sum()), float(d.square().sum())
+
+        mine = ({n: digest(t) for n, t in parameters.items()}, {n: (tuple(t.shape), str(t.dtype)) for n, t in buffers.items()})
+        everyone = self.gather(mine)
+        ref_params, ref_buffers = everyone[0]
+        for rank, (params, bufs) in enumerate(everyone[1:], start=1):
+            if list(params) != list(ref_params) or list(bufs) != list(ref_buffers):
+                names = sorted(set(params) ^ set(ref_params) | set(bufs) ^ set(ref_buffers))
+                raise DistributedMismatchError(self._model_mismatch(
+                    rank, f"other tensors ({', '.join(names[:3]) or 'in another order'})"))
+            for name, (shape, dtype, *sums) in params.items():
+                ref_shape, ref_dtype, *ref_sums = ref_params[name]
+                if (shape, dtype) != (ref_shape, ref_dtype):
+                    raise DistributedMismatchError(self._model_mismatch(
+                        rank, f"parameter '{name}' of shape {list(shape)} {dtype} against {list(ref_shape)} {ref_dtype}"))
+                scale = ref_sums[1]  # Σ|x|: Σx may cancel to about zero
+                if not (abs(sums[0] - ref_sums[0]) <= 1e-6 * scale + 1e-12
+                        and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) for a, b in zip(sums[1:], ref_sums[1:]))):
+                    raise DistributedMismatchError(self._model_mismatch(
+                        rank, f"parameter '{name}' has other values (Σθ² {sums[2]:.9g} against {ref_sums[2]:.9g})"))
+            for name, meta in bufs.items():
+                if meta != ref_buffers[name]:
+                    raise DistributedMismatchError(self._model_mismatch(rank, f"buffer '{name}' of another shape or dtype"))
+        with torch.no_grad():
+            for t in buffers.values():
+                self.broadcast_(t)
+
+    def _model_mismatch(self, rank: int, detail: str) -> str:
+        return (f"rank {rank}'s model is not rank 0's: {detail}. Every rank must analyse the same model: train "
+                "with DistributedDataParallel (its replicas stay equal), load the same checkpoint on every rank, or "
+                "call hesslens.operators.distributed.broadcast_module(model) first")
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Rank ``src``'s ``tensor`` on every rank, in place (through the rank's GPU for a CPU tensor under NCCL)."""
+        if self.backend == "nccl" and tensor.device.type == "cpu":
+            tensor.copy_(self.broadcast_(tensor.to(self._device()), src))
+            return tensor
+        torch.distributed.broadcast(tensor, src)
+        return tensor
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """All-reduce (sum) in place; returns the tensor. NCCL reduces CUDA tensors only: a CPU tensor (a

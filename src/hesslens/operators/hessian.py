@@ -82,8 +82,10 @@ class HessianOperator:
     distributed : None (default): where ``torch.distributed`` is initialised with several ranks, ``data`` is
         this rank's shard of the analysis set and H is the Hessian over every rank's samples (weights
         with the global sample count, products all-reduced; :mod:`hesslens.operators.distributed`);
-        every rank must then run the same estimators with the same ``seed=``. ``False``: this
-        process's data alone. ``True``: require a process group.
+        every rank must then run the same estimators with the same ``seed=`` on the same model (parameters
+        that differ from rank 0's are refused; rank 0's buffers are used, as DistributedDataParallel
+        does; a DistributedDataParallel or DataParallel wrapper is analysed as the module it wraps).
+        ``False``: this process's data alone. ``True``: require a process group.
 
     Attributes
     ----------
@@ -129,6 +131,10 @@ class HessianOperator:
     ):
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            # Its own forward would run collectives (DDP broadcasts rank 0's buffers) inside every loss
+            # evaluation, which ranks choosing their engines make in different numbers.
+            model = model.module
         if (loss_fn is None) == (batch_loss is None):
             raise InvalidInputError("pass exactly one of loss_fn=(outputs, targets) -> scalar or batch_loss=(model, batch) -> scalar")
         engine_name, _, columns = engine.partition("+")
@@ -142,6 +148,11 @@ class HessianOperator:
         self.shards: tuple[tuple[int, int], ...] | None = None
         with self._together():  # an unusable shard on one rank stops every rank, naming it
             self._set_up(loss_fn, data, params, reduction, batch_dim, batch_size, batch_loss)
+        if group is not None:  # one model on every rank: rank 0's parameters checked, its buffers taken
+            buffers = {n for n, _ in model.named_buffers()}
+            snapshot = {**dict(zip(self.param_names, self._primal)), **{k[6:]: v for k, v in self._fixed.items()}}
+            group.agree_on_model({k: v for k, v in snapshot.items() if k not in buffers},
+                                 {k: v for k, v in snapshot.items() if k in buffers})
         tolerance = agreement_tolerance(self.dtype)
         with preserved_state(model, self.mode):
             with self._together():

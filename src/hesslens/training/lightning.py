@@ -7,6 +7,8 @@ built with ``unit="step"``), with the epoch, the global step and Lightning's log
 Every measurement of the tracker works through it (``"hesd"`` included: its string column ``hesd_type``
 stays in ``tracker.history``; the tracker's loggers receive only the numeric values, as floats; and
 ``"layerwise"``: per-block tables in ``tracker.layerwise_history``, scalars ``layerwise/<block>/<metric>``).
+Under a data-parallel strategy every rank steps its tracker on its shard of the analysis set, and only
+rank 0's loggers are called (:class:`~hesslens.Tracker`'s ``distributed``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["MLflowLogger", "TensorBoardLogger", "make_logger"]
+__all__ = ["MLflowLogger", "TensorBoardLogger", "check_logger", "make_logger"]
 
 
 class TensorBoardLogger:
@@ -41,13 +41,18 @@ class MLflowLogger:
         pass
 
 
+def check_logger(spec: Any) -> Any:
+    """A :class:`~hesslens.Tracker` ``loggers`` entry, checked: "tensorboard", "mlflow", or an object with
+    ``log(metrics, step)`` and ``close()``."""
+    if spec in ("tensorboard", "mlflow") or (hasattr(spec, "log") and hasattr(spec, "close")):
+        return spec
+    raise InvalidInputError(f"loggers entries must be 'tensorboard', 'mlflow' or objects with log() and close(), got {spec!r}")
+
+
 def make_logger(spec: Any, log_dir: str | None) -> Any:
-    """A logger from a :class:`~hesslens.Tracker` ``loggers`` entry: "tensorboard", "mlflow", or an object
-    with ``log(metrics, step)`` and ``close()``."""
-    if spec == "tensorboard":
+    """The logger of a ``loggers`` entry (:func:`check_logger`)."""
+    if check_logger(spec) == "tensorboard":
         return TensorBoardLogger(log_dir)
     if spec == "mlflow":
         return MLflowLogger()
-    if hasattr(spec, "log") and hasattr(spec, "close"):
-        return spec
-    raise InvalidInputError(f"loggers entries must be 'tensorboard', 'mlflow' or objects with log() and close(), got {spec!r}")
+    return spec

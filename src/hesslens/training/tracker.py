@@ -41,8 +41,9 @@ from ..analysis.layerwise import Layerwise
 from ..errors import InvalidInputError
 from ..linalg import SpectralDensity, eigenvalues, spectral_density, trace
 from ..operators import HessianOperator
+from ..operators.distributed import check_flag, secondary_rank
 from . import layerwise_tracking
-from .loggers import make_logger
+from .loggers import check_logger, make_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,6 +112,11 @@ class Tracker:
         and ``zero_tol`` (both); None: their defaults.
     loggers : objects with ``log(metrics: dict, step: int)`` and ``close()``, or the names
         ``"tensorboard"`` / ``"mlflow"`` (used when the package is installed).
+    distributed : as for :class:`HessianOperator`. Under ``torchrun`` (a process group of several ranks,
+        ``distributed`` not False) every rank records the same rows from its own shard of ``data``, and
+        only rank 0 logs: the other ranks check their ``loggers`` entries but never call them (nor build
+        them, where the process group exists when the tracker is made). A model wrapped in
+        ``DistributedDataParallel`` can be passed as it is; every rank analyses rank 0's buffers.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class Tracker:
         layerwise_options: dict[str, Any] | None = None,
         loggers: Iterable[Any] = (),
         log_dir: str | None = None,
+        distributed: bool | None = None,
     ):
         unknown = [m for m in measure if m not in MEASUREMENTS]
         if unknown:
@@ -154,7 +161,10 @@ class Tracker:
         self.tol, self.trace_matvecs, self.slq_steps, self.slq_probes = tol, trace_matvecs, slq_steps, slq_probes
         self.seed, self.warm_start, self.lr = seed, warm_start, lr
         self.every_step = unit == "step"
-        self.loggers = [make_logger(l, log_dir) for l in loggers]
+        self.distributed = check_flag(distributed)
+        specs = [check_logger(spec) for spec in loggers]
+        # Every rank of a distributed tracker computes the same numbers: one of them writes them.
+        self.loggers = [] if secondary_rank(distributed) else [make_logger(spec, log_dir) for spec in specs]
         self.rows: list[dict[str, Any]] = []
         self.densities: list[tuple[int, SpectralDensity]] = []
         self.layerwise: list[tuple[int, Layerwise]] = []
@@ -187,7 +197,8 @@ class Tracker:
         t0 = time.perf_counter()
         # The engine timed at the first checkpoint is reused: the model's structure does not change.
         op = HessianOperator(model, self.loss_fn, self.data, params=self.params, mode=self.mode,
-                             batch_loss=self.batch_loss, engine=self._engine, expected_matvecs=self._expected_matvecs())
+                             batch_loss=self.batch_loss, engine=self._engine, expected_matvecs=self._expected_matvecs(),
+                             distributed=self.distributed)
         self._engine = op.engine
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": self.lr, "analysis_loss": op.loss_value}
         row.update({k: v for k, v in (metrics or {}).items() if np.isscalar(v)})
@@ -214,7 +225,7 @@ class Tracker:
         row["seconds"] = time.perf_counter() - t0
         self.rows.append(row)
         counter = step if step is not None else (epoch if epoch is not None else len(self.rows) - 1)
-        for logger in self.loggers:
+        for logger in [] if op.shards is not None and secondary_rank(self.distributed) else self.loggers:
             logger.log({**numeric(row), **scalars}, int(counter))
         return row
 

@@ -16,7 +16,7 @@ from torch import nn
 import hesslens as hl
 from hesslens.linalg.eigen import restart_plan
 from hesslens.operators import choice, gradient_profile
-from hesslens.operators.trial import start_trial
+from hesslens.operators.trial import REFINE_RATIO, start_trial
 from hesslens.report import AnalysisSettings, analyze_operator
 
 DT = torch.float64
@@ -372,3 +372,31 @@ def test_on_a_slow_model_each_candidate_is_timed_at_its_best_measured_rate(monke
     assert check.status == "verified" and per_column == pytest.approx(0.1)
     # vmapped, it repeats at the trial's width: one column would time what its loop costs, not its batching
     assert widths == [2, 2]
+
+
+def test_a_loop_repeats_on_one_column_and_a_clearly_slower_candidate_once(monkeypatch):
+    """On a fast model a looping engine's two repeats are of one column (in use it multiplies one column
+    at a time: its rate is per column); a candidate whose first repeat is beyond REFINE_RATIO × the best
+    rate so far gets no second repeat, and is still checked on two calls."""
+    model, loss_fn, data = _problem()
+    op = hl.HessianOperator(model, loss_fn, data, engine="double_backward")
+    params, batch = op._primal, op._engine.batches[0]
+    trial, _, _ = start_trial(op._loss, params, batch, 2)
+    assert not trial.slow and 1.2 < REFINE_RATIO < 1.4  # the rates below sit either side of it
+    candidate = choice.DoubleBackwardEngine(op._loss, params, [batch], (1.0,), use_vmap=False)
+    widths = []
+    hvp = candidate.hvp
+    monkeypatch.setattr(candidate, "hvp", lambda tangents: widths.append(tangents[0].shape[0]) or hvp(tangents))
+
+    def run(ticks, **kw):
+        clock = iter(ticks)
+        monkeypatch.setattr(choice.time, "perf_counter", lambda: next(clock))
+        widths.clear()
+        return trial.check(candidate, **kw)
+
+    check, per_column = run([0.0, 0.02, 1.0, 1.010, 2.0, 2.008])  # 2 columns in 20 ms, then 10 and 8 ms for 1
+    assert check.status == "verified" and widths == [2, 1, 1] and per_column == pytest.approx(0.008)
+    check, per_column = run([0.0, 0.02, 1.0, 1.014], best=0.01)  # 1.4× the best: not refined
+    assert check.status == "verified" and widths == [2, 1] and per_column == pytest.approx(0.014)
+    check, per_column = run([0.0, 0.02, 1.0, 1.012, 2.0, 2.011], best=0.01)  # within reach: refined
+    assert widths == [2, 1, 1] and per_column == pytest.approx(0.011)

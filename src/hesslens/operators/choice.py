@@ -167,7 +167,8 @@ def choose_engine(
                 checks.append(EngineCheck(engine.label, "skipped", ONE_COLUMN))
                 continue
             try:
-                check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap)
+                check, seconds = trial.check(engine, is_reference=engine is reference and not use_vmap,
+                                             best=min(per_column.values(), default=None))
             except UNSUPPORTED as err:
                 checks.append(EngineCheck(engine.label, "unavailable", first_line(err)))
                 continue

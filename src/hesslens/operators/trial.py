@@ -8,8 +8,8 @@ general product autograd offers) — on *every* one of at least two calls:
 
 (√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 % off).
 The same calls time it: seconds per product column, the better of two steady-state calls (on a slow
-model, of the first call and one repeat: of one column where the engine loops, at the trial's width
-where it vmaps). :mod:`hesslens.operators.choice` weighs the
+model, of the first call and one repeat; a candidate clearly slower than the best so far gets one
+repeat), of one column where the engine loops and at the trial's width where it vmaps. :mod:`hesslens.operators.choice` weighs the
 verified candidates; :mod:`hesslens.operators.block_products` does the same for block products.
 """
 
@@ -27,6 +27,11 @@ from .engines import BatchLoss, DoubleBackwardEngine, Engine, Params
 #: checks replay consistency is the only one (of one column where the engine loops): on large models
 #: set-up stays a few gradients.
 SLOW_CALL_SECONDS = 1.0
+
+#: A candidate whose first steady-state repeat costs more than this many times the best rate measured so
+#: far gets no second repeat: the better of two would refine a rate that cannot win (ties are decided
+#: within 5 %), and on the benchmark CNN those repeats were a fifth of the engine choice.
+REFINE_RATIO = 1.3
 
 
 def agreement_tolerance(dtype: torch.dtype) -> float:
@@ -90,32 +95,36 @@ class Trial:
         out = engine.hvp(first_columns(self.tangents, columns))
         return out, time.perf_counter() - t0
 
-    def check(self, engine: Engine, *, is_reference: bool = False) -> tuple[EngineCheck, float]:
-        """Every call against the reference: a first call (for the reference engine itself, the
-        reference computation), a repeat (on a slow model, of one column where the engine loops) and,
-        on fast models, one more repeat so that the timing is the better of two steady-state calls. A
-        vmapped engine repeats at the trial's width: on one column vmap has nothing to batch and costs
-        what the loop does (on the benchmark's ResNet-18 a one-column repeat made vmap look as fast as
-        the loop, where two columns cost it more per column). Returns the check
-        (status ``verified`` or ``refused``) and the measured seconds per column."""
+    def check(self, engine: Engine, *, is_reference: bool = False, best: float | None = None) -> tuple[EngineCheck, float]:
+        """Every call against the reference: a first call at the trial's width (for the reference engine
+        itself, the reference computation), a repeat and, on fast models, one more repeat so that the
+        timing is the better of two steady-state calls — unless the first repeat's rate is beyond
+        :data:`REFINE_RATIO` times ``best`` (the best seconds per column measured so far). An engine that
+        loops repeats on one column: it multiplies one column at a time in use too
+        (:meth:`~hesslens.operators.engines.Engine.columns_per_call`), so its rate is per column. A vmapped
+        engine repeats at the trial's width: on one column vmap has nothing to batch and costs what the
+        loop does (on the benchmark's ResNet-18 a one-column repeat made vmap look as fast as the loop,
+        where two columns cost it more per column). Returns the check (status ``verified`` or
+        ``refused``) and the measured seconds per column."""
         if is_reference:
             first, first_seconds = self.reference, self.reference_seconds
         else:
             first, first_seconds = self._timed(engine, self.columns)
         errors = [relative_error(first, self.reference)]
         slow = self.slow or first_seconds > SLOW_CALL_SECONDS
-        repeats = [self.columns if engine.use_vmap else 1] if slow else [self.columns, self.columns]
-        seconds = []
-        for cols in repeats:
-            out, t = self._timed(engine, cols)
-            errors.append(relative_error(out, first_columns(self.reference, cols)))
-            seconds.append(t)
+        width = self.columns if engine.use_vmap else 1
+        rates = []
+        for _ in range(1 if slow else 2):
+            if rates and best is not None and rates[0] > REFINE_RATIO * best:
+                break
+            out, t = self._timed(engine, width)
+            errors.append(relative_error(out, first_columns(self.reference, width)))
+            rates.append(t / width)
         # The first call allocates and compiles; on a slow model its rate is taken beside the single
         # repeat's, the better of the two (for the reference the first call is the very first product,
         # with every one-time cost in it: taken alone it would favour the candidates timed after it).
         # Otherwise the steady-state repeats are the measurement.
-        per_column = (min(first_seconds / self.columns, *(t / c for t, c in zip(seconds, repeats))) if slow
-                      else min(seconds) / self.columns)
+        per_column = min(first_seconds / self.columns, *rates) if slow else min(rates)
         worst = max(errors)
         if worst <= self.tolerance:
             return EngineCheck(engine.label, "verified", "agrees with double backward", per_column, worst), per_column

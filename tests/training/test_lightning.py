@@ -1,5 +1,12 @@
-"""The Lightning callback records the same λ_max as the tracker stepped by hand."""
+"""The Lightning callback records the same λ_max as the tracker stepped by hand, and under a DDP strategy
+launched by torchrun every rank records one process's numbers while rank 0 alone logs."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,6 +16,8 @@ from hesslens.training.tracker import Tracker
 
 pl = pytest.importorskip("lightning.pytorch")
 from hesslens.training.lightning import HessianCallback  # noqa: E402
+
+import _lightning_ddp_worker as w  # noqa: E402
 
 
 class Module(pl.LightningModule):
@@ -73,3 +82,26 @@ def test_callback_records_the_hesd_type_and_logs_numbers_only(tmp_path):
     for _, metrics in seen:
         assert "hesd_type" not in metrics and all(type(v) is float for v in metrics.values())
         assert {"hesd_balance", "hesd_scale", "hesd_decisive", "re", "kh", "train_loss"} <= set(metrics)
+
+
+def test_under_a_ddp_strategy_every_rank_tracks_the_whole_set_and_rank_0_logs(tmp_path):
+    """Two ranks under torchrun, Lightning's "ddp" strategy on the CPU: each rank's tracker measures its shard
+    of the analysis set; every rank's rows must be one process's over the whole set at the trained model."""
+    worker = Path(w.__file__)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(worker), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    x, y = w.data()
+    module = w.Module()
+    assert len(ranks[0]["states"]) == 2
+    for epoch, state in enumerate(ranks[0]["states"]):
+        module.load_state_dict(state)
+        op = hl.HessianOperator(module, nn.CrossEntropyLoss(), (x, y))
+        want = [hl.eigenvalues(op, k=1, which="largest", tol=1e-6, seed=0).values[0],
+                hl.trace(op, num_matvecs=12, seed=0).estimate]
+        for got in ranks:
+            np.testing.assert_allclose(got["rows"][epoch], want, rtol=1e-5)
+    assert all(torch.equal(ranks[1]["states"][-1][k], v) for k, v in ranks[0]["states"][-1].items())
+    assert len(ranks[0]["logged"]) == 2 and ranks[1]["logged"] == []

@@ -1,4 +1,5 @@
-"""A float32 Lanczos basis: its accuracy against planted spectra and the float64 basis, its choice and its memory."""
+"""A float32 Lanczos basis: its accuracy against planted spectra and the float64 basis, its choice and its memory;
+the same for the probes and sketch of a trace."""
 
 from __future__ import annotations
 
@@ -115,3 +116,28 @@ def test_block_slq_refuses_a_float32_basis():
     view = hl.blocks(hl.HessianOperator(model, torch.nn.CrossEntropyLoss(), data))
     with pytest.raises(hl.InvalidInputError, match="float64"):
         hl.spectral_density(view, steps=3, probes=1, basis_dtype="float32")
+
+
+def test_a_float32_model_traces_in_float32_to_float32_round_off():
+    """The trace of a float32 operator multiplies float32 probes and sketch by default: the same probes as
+    float64 ones, the same estimate to float32 round-off; a sketch spanning the whole space gives the
+    exact trace of the dense Hessian."""
+    model, data = _float32_model()
+    op = hl.HessianOperator(model, torch.nn.CrossEntropyLoss(), data)
+    seen = []
+    product = op.torch_matmat
+    op.torch_matmat = lambda v: (seen.append(v.dtype), product(v))[1]
+    low = hl.trace(op, num_matvecs=30, seed=3)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    ref = hl.trace(op, num_matvecs=30, seed=3, basis_dtype="float64")
+    assert set(seen) == {torch.float64}
+    assert low.estimate == pytest.approx(ref.estimate, rel=1e-5) and low.stderr == pytest.approx(ref.stderr, rel=1e-3)
+    np.testing.assert_allclose(low.samples, ref.samples, rtol=1e-4, atol=1e-6 * float(np.abs(ref.samples).max()))
+    exact = float(torch.diagonal(op.dense()).sum())
+    whole = hl.trace(op, num_matvecs=3 * op.n, seed=0)  # s = n: Q spans everything
+    assert whole.estimate == pytest.approx(exact, rel=1e-5)
+    for method in ("hutch++", "hutchinson"):
+        assert hl.trace(op, num_matvecs=12, method=method, seed=1).samples.dtype == np.float64
+    with pytest.raises(hl.InvalidInputError, match="per-block traces keep their probes in float64"):
+        hl.trace(hl.blocks(op, "auto"), num_matvecs=12, basis_dtype="float32")

@@ -21,16 +21,16 @@ def rademacher_signs(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (n, k), generator=gen, dtype=torch.int8)
 
 
-def rademacher_columns(signs: torch.Tensor) -> torch.Tensor:
-    """±1 float64 probes from 0/1 draws (0 → −1, 1 → +1), column-major: each probe contiguous, the
-    layout in which hesslens operators take their columns without a copy."""
-    out = torch.empty(signs.shape[1], signs.shape[0], dtype=torch.float64)
+def rademacher_columns(signs: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """±1 probes of ``dtype`` (exact in any float dtype) from 0/1 draws (0 → −1, 1 → +1), column-major:
+    each probe contiguous, the layout in which hesslens operators take their columns without a copy."""
+    out = torch.empty(signs.shape[1], signs.shape[0], dtype=dtype)
     return out.copy_(signs.T).mul_(2).sub_(1).T
 
 
-def rademacher(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
-    """An (n, k) float64 matrix of independent ±1 entries."""
-    return rademacher_columns(rademacher_signs(n, k, gen))
+def rademacher(n: int, k: int, gen: torch.Generator, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """An (n, k) matrix of independent ±1 entries (float64 unless told)."""
+    return rademacher_columns(rademacher_signs(n, k, gen), dtype)
 
 
 def gaussian(n: int, k: int, gen: torch.Generator) -> torch.Tensor:

@@ -25,8 +25,11 @@ def data():
 
 
 class Module(pl.LightningModule):
-    def __init__(self):
+    """The tiny classifier (4 → 6 → 3, tanh) of every Lightning test here; logs ``train_loss`` at each step."""
+
+    def __init__(self, lr: float):
         super().__init__()
+        self.lr = lr
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
 
@@ -34,10 +37,12 @@ class Module(pl.LightningModule):
         return self.net(x)
 
     def training_step(self, batch, _):
-        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+        loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+        self.log("train_loss", loss)
+        return loss
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 class Recorder:
@@ -73,7 +78,7 @@ def main() -> None:
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
                          callbacks=[snapshots, HessianCallback(tracker)], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
-    trainer.fit(Module(), loader)
+    trainer.fit(Module(lr=0.5), loader)
     rank = trainer.global_rank
     torch.save({"rows": tracker.history[["lambda_max", "trace"]].values.tolist(), "logged": recorder.steps,
                 "states": snapshots.states}, os.path.join(out, f"rank{rank}.pt"))

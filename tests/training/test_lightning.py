@@ -20,29 +20,11 @@ from hesslens.training.lightning import HessianCallback  # noqa: E402
 import _lightning_ddp_worker as w  # noqa: E402
 
 
-class Module(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, _):
-        loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_callback_tracks_every_epoch(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
-    module = Module()
+    module = w.Module(lr=0.1)
     tracker = Tracker(nn.CrossEntropyLoss(), (x, y), tol=1e-8)
     trainer = pl.Trainer(max_epochs=3, callbacks=[HessianCallback(tracker)], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -67,7 +49,7 @@ def test_callback_records_the_hesd_type_and_logs_numbers_only(tmp_path):
         def close(self):
             pass
 
-    module = Module()
+    module = w.Module(lr=0.1)
     tracker = Tracker(nn.CrossEntropyLoss(), (x, y), measure=("hesd",), slq_steps=12, slq_probes=2, loggers=[Logger()])
     trainer = pl.Trainer(max_epochs=2, callbacks=[HessianCallback(tracker)], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -94,7 +76,7 @@ def test_under_a_ddp_strategy_every_rank_tracks_the_whole_set_and_rank_0_logs(tm
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     x, y = w.data()
-    module = w.Module()
+    module = w.Module(lr=0.5)
     assert len(ranks[0]["states"]) == 2
     for epoch, state in enumerate(ranks[0]["states"]):
         module.load_state_dict(state)

@@ -349,25 +349,12 @@ def test_layerwise_through_the_lightning_callback(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     from hesslens.training.lightning import HessianCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, _):
-            return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    from _lightning_ddp_worker import Module
 
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    module = Module()
+    module = Module(lr=0.1)
     tracker = Tracker(nn.CrossEntropyLoss(), (x, y), measure=("layerwise",), slq_steps=8, slq_probes=2,
                       trace_matvecs=6, layerwise_options={"exact_below": 25})
     trainer = pl.Trainer(max_epochs=2, callbacks=[HessianCallback(tracker)], logger=False, enable_checkpointing=False,

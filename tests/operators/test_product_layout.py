@@ -36,7 +36,11 @@ def test_either_layout_gives_the_dense_product_column_major(engine):
     torch.testing.assert_close(out_rows, dense @ v, rtol=1e-10, atol=1e-12)
     assert torch.equal(out_rows, out_cols)
     one = op.torch_matmat(v[:, 2:3])  # a strided single column of a row-major block
-    assert one.is_contiguous() and torch.equal(one, out_rows[:, 2:3])
+    assert one.is_contiguous()
+    if engine.endswith("+loop"):  # the very computation of that column in the wide product
+        assert torch.equal(one, out_rows[:, 2:3])
+    else:  # vmap over 1 column and over 3 may take different kernels (seen on an AMD EPYC): round-off apart
+        torch.testing.assert_close(one, out_rows[:, 2:3], rtol=1e-13, atol=1e-15)
 
 
 def test_a_column_major_block_reaches_the_engine_as_views(monkeypatch):

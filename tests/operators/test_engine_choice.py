@@ -33,9 +33,9 @@ def _problem(seed: int = 0):
 def test_the_choice_waits_for_the_first_estimator_and_weighs_its_announced_work():
     model, loss_fn, data = _problem()
     op = hl.HessianOperator(model, loss_fn, data)
-    assert op._chosen is None  # nothing built or timed yet
+    assert not op._slot.chosen  # nothing built or timed yet
     sd = hl.spectral_density(op, steps=12, probes=3, seed=0)
-    assert op.expected_matvecs == 3 * 12 and op._chosen is not None
+    assert op.expected_matvecs == 3 * 12 and op._slot.chosen
     hl.trace(op, num_matvecs=30)  # a later announcement changes nothing: the engine is chosen
     assert op.expected_matvecs == 36
     # the same numbers as an operator whose choice was made at construction (double backward here)
@@ -51,7 +51,7 @@ def test_eigenvalues_announce_one_basis_and_a_given_count_wins():
     n = sum(p.numel() for p in model.parameters())
     assert op.expected_matvecs == min(restart_plan(n, 1, "largest", 1e-6, None, None, None).m, n)
     told = hl.HessianOperator(model, loss_fn, data, expected_matvecs=5000)
-    assert told._chosen is not None  # told how many: chosen at construction, as before
+    assert told._slot.chosen  # told how many: chosen at construction, as before
     hl.eigenvalues(told, k=1)
     assert told.expected_matvecs == 5000
 
@@ -118,11 +118,11 @@ def test_a_linearisation_whose_cache_would_be_large_is_not_built(monkeypatch):
 
 
 def test_caches_the_trial_dropped_are_given_back(monkeypatch):
-    from hesslens.operators import hessian
+    from hesslens.operators import engine_slot
 
     model, loss_fn, data = _problem()
     trims: list[int] = []
-    monkeypatch.setattr(hessian.memory, "release_freed_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(engine_slot.memory, "release_freed_memory", lambda: trims.append(1) or True)
     hl.HessianOperator(model, loss_fn, data, expected_matvecs=10)  # nothing built beside double backward
     hl.HessianOperator(model, loss_fn, data, engine="double_backward")
     assert not trims
@@ -274,15 +274,15 @@ def test_candidates_are_compared_on_seeded_columns_not_the_callers(monkeypatch):
 def test_after_a_comparison_the_kept_reference_loop_answers_the_first_product_too(monkeypatch):
     """Two columns, vmap weighed against the loop (the loop wins every tie here): the trial's run on the
     asking columns is that product's answer, and no engine call follows the choice for it."""
-    from hesslens.operators import hessian
+    from hesslens.operators import engine_slot
 
     model, loss_fn, data = _problem()
     dense = hl.HessianOperator(model, loss_fn, data).dense()
     monkeypatch.setattr(choice, "SPEED_MARGIN", 1e9)  # the first verified engine in PREFERENCE is kept
     widths = _count_reference_calls(monkeypatch)
     at_choice = []
-    chooser = hessian.choose_engine
-    monkeypatch.setattr(hessian, "choose_engine", lambda *a, **kw: (c := chooser(*a, **kw), at_choice.append(len(widths)))[0])
+    chooser = engine_slot.choose_engine
+    monkeypatch.setattr(engine_slot, "choose_engine", lambda *a, **kw: (c := chooser(*a, **kw), at_choice.append(len(widths)))[0])
     op = hl.HessianOperator(model, loss_fn, data)
     op.expect(10, columns=2)
     v = torch.randn(op.n, 2, dtype=DT, generator=torch.Generator().manual_seed(5))

@@ -36,6 +36,7 @@ what ``hesslens analyze`` does when ``torchrun`` launches it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from typing import Any, Iterator, Sequence
@@ -44,7 +45,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..errors import DistributedMismatchError, HesslensError, InvalidInputError
-from .data import as_analysis_data
+from .data import AnalysisData, as_analysis_data
 
 
 def initialised() -> bool:
@@ -213,6 +214,17 @@ class Collective:
                 continue
             raise DistributedMismatchError(self._mismatch(f"rank {rank} asked for {what} than rank 0, at product "
                                                           f"{self.products} ({int(other[3])} columns against {int(ref[3])})"))
+
+    def join_shards(self, data: AnalysisData, probed: str | None) -> tuple[tuple[tuple[int, int], ...], AnalysisData, str | None]:
+        """Every rank's (samples, batches) in rank order; this rank's ``data`` weighed with the global sample
+        count; the reduction the ranks probed (None where none could). Ranks that probed different ones are refused."""
+        shards = self.gather((data.total, len(data), probed))
+        found = sorted({p for _, _, p in shards if p is not None})
+        if len(found) > 1:
+            raise InvalidInputError(f"the ranks probed different reductions of the loss ({', '.join(found)}); "
+                                    "pass reduction='mean' or reduction='sum'")
+        counts = tuple((n, b) for n, b, _ in shards)
+        return counts, dataclasses.replace(data, population=sum(n for n, _ in counts)), (found[0] if found else None)
 
     def _mismatch(self, detail: str) -> str:
         return (f"the ranks are not running the same analysis: {detail}. Every rank must call the same "

@@ -12,7 +12,6 @@ columns of V and computed by an engine of :mod:`hesslens.operators.engines`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -27,13 +26,13 @@ from .. import memory
 from ..errors import InvalidInputError
 from .base import assemble_dense
 from .block_products import block_matmat
-from .choice import choose_engine, verified_engine
 from .data import AnalysisData, BatchDim, BatchSize, as_analysis_data
 from .distributed import Collective
+from .engine_slot import EngineSlot
 from .engines import ENGINES
 from .gradient_profile import profile_gradient
 from . import loss as loss_checks
-from .loss import LossModule, check_losses, declared_reduction, probe_reduction
+from .loss import LossModule, check_losses, declared_reduction, probe_reduction, settled_reduction
 from .params import ParamSelection, select_parameters
 from .state import check_mode, preserved_state
 from .trial import agreement_tolerance
@@ -162,21 +161,17 @@ class HessianOperator:
                     self.data_order = loss_checks.check_determinism(
                         evaluate, self.data, losses, first_batch, self.reduction, self.mode, tolerance) or self.data_order
                 probed = self._probe_reduction(tolerance) if self.reduction is None else None
-            if group is not None:
-                self._join_shards(group, probed)
-            elif self.reduction is None:
-                self._settle_reduction(probed, len(self.data))
+            if group is not None:  # the weights use the global sample count
+                self.shards, self.data, probed = group.join_shards(self.data, probed)
+            if self.reduction is None:
+                batches = len(self.data) if self.shards is None else sum(b for _, b in self.shards)
+                self.reduction, self.reduction_source = settled_reduction(probed, batches, self.data)
             with self._together():
                 self._size_caches(first_batch, max_columns, cache_budget)
         self._block_engine = None
         # engine="auto" is chosen at the first product, for the products the first estimator announces
         # (expect()), unless told now; ranks of a distributed operator choose together, now.
-        self.expected_matvecs = 1000 if expected_matvecs is None else expected_matvecs
-        self._announced = expected_matvecs is not None
-        self._expected_columns: int | None = None
-        self._chosen: Any = None
-        self._first_products: Any = None  # the engine choice's product on the first columns asked for, if kept
-        self._choice_args = (engine, engine_name, columns, first_batch)
+        self._slot = EngineSlot(engine, first_batch, expected_matvecs)
         if engine != "auto" or expected_matvecs is not None or group is not None:
             self._engine  # noqa: B018 - reading it makes the choice now
         weights = self.data.weights(self.reduction)
@@ -209,18 +204,6 @@ class HessianOperator:
         self.matvecs = 0
         self.product_seconds = 0.0
 
-    def _join_shards(self, group: Collective, probed: str | None) -> None:
-        """Every rank's sample and batch counts and probed reduction: the weights use the global count."""
-        shards = group.gather((self.data.total, len(self.data), probed))
-        self.shards = tuple((n, b) for n, b, _ in shards)
-        self.data = dataclasses.replace(self.data, population=sum(n for n, _ in self.shards))
-        if self.reduction is None:
-            found = sorted({p for _, _, p in shards if p is not None})
-            if len(found) > 1:
-                raise InvalidInputError(f"the ranks probed different reductions of the loss ({', '.join(found)}); "
-                                        "pass reduction='mean' or reduction='sum'")
-            self._settle_reduction(found[0] if found else None, sum(b for _, b in self.shards))
-
     def _size_caches(self, first_batch: Any, max_columns: int | None, cache_budget: int | None) -> None:
         """Profile one gradient of the first batch; size the caches and the products' column chunks."""
         self._gradient_profile = profile = self._profile(first_batch)
@@ -239,9 +222,12 @@ class HessianOperator:
         :func:`hesslens.spectral_density` ``probes × steps``); the first announcement, or
         ``expected_matvecs=`` given to the constructor, counts. ``columns``: the widest product that will
         be asked for, if known (one column: vmap is not tried, the trial multiplies one column)."""
-        if not self._announced and self._chosen is None:
-            self.expected_matvecs, self._announced = max(1, int(matvecs)), True
-            self._expected_columns = None if columns is None else max(1, int(columns))
+        self._slot.expect(matvecs, columns)
+
+    @property
+    def expected_matvecs(self) -> int:
+        """Product columns the engine choice plans for (see :meth:`expect`)."""
+        return self._slot.expected_matvecs
 
     def _together(self) -> Any:
         """A step that fails on any rank fails on every rank (:meth:`Collective.together`); as is alone."""
@@ -255,59 +241,26 @@ class HessianOperator:
     def _engine_for(self, first: Any) -> Any:
         """The product engine; if it is still to be chosen, ``first`` (the asking product's columns,
         split per parameter, or None) goes to the choice, which may answer that product on the way."""
-        if self._chosen is None:
+        if not self._slot.chosen:
             with preserved_state(self.model, self.mode), torch.enable_grad(), self._together():
-                self._choose_engine(first)
-        return self._chosen
-
-    def _choose_engine(self, first: Any = None) -> None:
-        """Choose (or verify) the product engine for :attr:`expected_matvecs` products."""
-        engine, engine_name, columns, first_batch = self._choice_args
-        profile = self._gradient_profile
-        weights = self.data.weights(self.reduction)
-        cache_fits = self._cache_bytes <= self._budget
-        # Only a cached engine holds every batch; streaming re-reads the data and needs the first.
-        cached = engine_name != "streaming" and (engine != "auto" or cache_fits)
-        batches = list(self.data) if cached else [first_batch]
-        t0 = time.perf_counter()
-        if engine == "auto":
-            choice = choose_engine(self._loss, self._primal, batches if cache_fits else self.data, weights,
-                                   cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
-                                   expected_matvecs=self.expected_matvecs,
-                                   linearize_estimate=profile.linearize_estimate(),
-                                   columns=self._expected_columns,
-                                   linearize_cache=profile.linearize_cache_estimate(len(batches)),
-                                   memory_room=max(0, self._budget - self._cache_bytes), first=first)
-        else:
-            choice = verified_engine(engine_name, columns != "loop", self._loss, self._primal, batches, weights,
-                                     source=self.data if engine_name == "streaming" else batches,
-                                     linearize_blocker=profile.linearize_blocker())
-        self._chosen, self._engine_report = choice.engine, choice.report
-        self._first_products = choice.first_products
-        if engine == "auto" and choice.report.engine.endswith("+vmap"):
-            self.max_columns = min(self.max_columns, max(2, choice.report.columns))
-        if engine == "auto" and (len(choice.report.build_seconds) > 1 or len(batches) > 1):
-            # the trial built caches it dropped (an unchosen linearisation, the first batch's): give
-            # their pages back rather than keep the trial's peak for the whole analysis
-            memory.release_freed_memory()
-        self._setup_seconds = time.perf_counter() - t0
-        self._choice_args = None  # the first batch is no longer needed here
+                self._slot.choose(self, first)
+        return self._slot.engine
 
     @property
     def engine_report(self) -> Any:
         """:class:`~hesslens.operators.choice.EngineReport` of the engine (chosen now if still pending)."""
         self._engine
-        return self._engine_report
+        return self._slot.report
 
     @engine_report.setter
     def engine_report(self, report: Any) -> None:
-        self._engine_report = report
+        self._slot.report = report
 
     @property
     def setup_seconds(self) -> float:
         """Seconds the engine choice took (its builds and timed trials)."""
         self._engine
-        return self._setup_seconds
+        return self._slot.setup_seconds
 
     @property
     def engine_reason(self) -> str:
@@ -330,18 +283,6 @@ class HessianOperator:
 
     def _probe_reduction(self, tolerance: float) -> str | None:
         return probe_reduction(self._evaluate, self.data, tolerance)
-
-    def _settle_reduction(self, probed: str | None, batches: int) -> None:
-        """The probed reduction; for one batch (over every rank) any reduction weighs it 1; else an error."""
-        if probed is not None:
-            self.reduction, self.reduction_source = probed, "probed (loss of a batch against the batch doubled)"
-        elif batches == 1:
-            self.reduction, self.reduction_source = "as_given", "one batch (its weight is 1 for any reduction)"
-        else:
-            raise InvalidInputError(
-                "cannot read the loss's reduction (a plain function or batch_loss) and could not probe it "
-                f"({'batch_size= hides how to double a batch' if self.data.batch_size else 'the loss is zero on every batch'}); "
-                "pass reduction='mean' (H of the mean over all samples) or reduction='sum' (H of the sum)")
 
     def _profile(self, batch: Any):
         profile = profile_gradient(self._loss, self._primal, batch)
@@ -396,8 +337,8 @@ class HessianOperator:
         k = vt.shape[0]
         # Chosen now if still pending (its set-up is not product time). Where the choice's reference run
         # is on these very columns and its engine is kept, that run is this product (made once, not twice).
-        engine = self._engine_for(self._split(vt) if self._chosen is None else None)
-        answered, self._first_products = self._first_products, None
+        engine = self._engine_for(None if self._slot.chosen else self._split(vt))
+        answered = self._slot.take_first_products()
         # Each parameter's product goes straight into its part of the result, in the caller's dtype: one
         # pass over n per product instead of a concatenation and a conversion (it shows on large models).
         # Ranks all-reduce in the model's dtype (half the traffic of float64 for a float32 model).

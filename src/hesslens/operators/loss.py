@@ -124,6 +124,19 @@ def probe_reduction(evaluate: Callable[[Any], torch.Tensor], data: AnalysisData,
     return None
 
 
+def settled_reduction(probed: str | None, batches: int, data: AnalysisData) -> tuple[str, str]:
+    """(reduction, how it was known) for a loss whose reduction was not declared: the probed one; for one
+    batch in all (over every rank) ``"as_given"``, since any reduction weighs it 1; else an error."""
+    if probed is not None:
+        return probed, "probed (loss of a batch against the batch doubled)"
+    if batches == 1:
+        return "as_given", "one batch (its weight is 1 for any reduction)"
+    raise InvalidInputError(
+        "cannot read the loss's reduction (a plain function or batch_loss) and could not probe it "
+        f"({'batch_size= hides how to double a batch' if data.batch_size else 'the loss is zero on every batch'}); "
+        "pass reduction='mean' (H of the mean over all samples) or reduction='sum' (H of the sum)")
+
+
 def explain_failure(err: Exception, batch: Any, dtype: torch.dtype, index: int) -> InvalidInputError:
     """An error naming the likely mistake behind a raw failure of the loss on batch ``index``."""
     floats = [(i, leaf.dtype) for i, leaf in enumerate(tree_leaves(batch))

@@ -26,6 +26,21 @@ def compile_sources() -> None:
         compileall.compile_dir(str(folder), quiet=1)
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`): the
+    ratios between libraries move with it (two runs on an Intel and an AMD 2-core machine differ)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def per_model_processes(module: str, models: str, *args: str) -> dict:
     """``python -m <module> --one <model> <args…>`` in a fresh process for each of the comma-separated
     ``models`` (its memory and allocator state then are that model's alone); each child prints its

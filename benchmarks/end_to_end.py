@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import compile_sources
+from . import compile_sources, cpu_model
 from .run import PRESETS, _fmt_s, wait_until_idle
 
 MODELS = ("mlp", "cnn")
@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"end-to-end{'-quick' if args.quick else ''}.json"
     text = table(results)
     header = (f"Command: `.venv/bin/python -m benchmarks.end_to_end {' '.join(argv if argv is not None else sys.argv[1:])}`"
-              f"\nRuns per cell: {runs}; total wall time {time.time() - started:.0f} s; "
+              f"\nMachine: {cpu_model()}, {os.cpu_count()} CPUs. Runs per cell: {runs}; total wall time {time.time() - started:.0f} s; "
               f"load average at the end {os.getloadavg()[0]:.2f}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"preset": preset, "runs": runs, "results": results}, indent=1))
+    out.write_text(json.dumps({"preset": preset, "runs": runs, "cpu": cpu_model(), "results": results}, indent=1))
     out.with_suffix(".md").write_text(f"# End to end, one job per fresh process\n\n{header}\n\n{text}\n")
     print(header + "\n\n" + text)
     return 0

@@ -175,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{' ' + r['error'] if 'error' in r else ''}", file=sys.stderr)
     out = Path(args.out) if args.out else RESULTS / f"end-to-end{'-quick' if args.quick else ''}.json"
     text = table(results)
+    cpu = cpu_model()
     header = (f"Command: `.venv/bin/python -m benchmarks.end_to_end {' '.join(argv if argv is not None else sys.argv[1:])}`"
-              f"\nMachine: {cpu_model()}, {os.cpu_count()} CPUs. Runs per cell: {runs}; total wall time {time.time() - started:.0f} s; "
+              f"\nMachine: {cpu}, {os.cpu_count()} CPUs. Runs per cell: {runs}; total wall time {time.time() - started:.0f} s; "
               f"load average at the end {os.getloadavg()[0]:.2f}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"preset": preset, "runs": runs, "cpu": cpu_model(), "results": results}, indent=1))
+    out.write_text(json.dumps({"preset": preset, "runs": runs, "cpu": cpu, "results": results}, indent=1))
     out.with_suffix(".md").write_text(f"# End to end, one job per fresh process\n\n{header}\n\n{text}\n")
     print(header + "\n\n" + text)
     return 0

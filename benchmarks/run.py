@@ -447,11 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         results[model] = rows
         used_settings[model] = settings
 
+    cpu = cpu_model()
     header = [
         f"# hesslens benchmark ({preset} preset)",
         "",
         f"Command: `.venv/bin/python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
-        f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"Machine: {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"total wall time {time.time() - started:.0f} s; load average at the end {os.getloadavg()[0]:.2f}.",
         "",
         "Products are Hessian-vector products; 'grad-eq.' = product time / gradient time measured in the same process. "
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"preset": preset, "argv": argv if argv is not None else sys.argv[1:], "settings": used_settings,
                "results": results, "started": started, "seconds": time.time() - started,
-               "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()}}
+               "machine": {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform()}}
     out.write_text(json.dumps(payload, indent=1, default=float))
     out.with_suffix(".md").write_text(text + "\n")
     print(f"\n(results written to {out} and {out.with_suffix('.md')})", file=sys.stderr)

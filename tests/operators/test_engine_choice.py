@@ -7,7 +7,6 @@ the double-backward products it would replace.
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import pytest
@@ -16,7 +15,7 @@ from torch import nn
 
 import hesslens as hl
 from hesslens.linalg.eigen import restart_plan
-from hesslens.operators import choice, gradient_profile
+from hesslens.operators import choice, gradient_profile, linearize
 from hesslens.operators.trial import REFINE_RATIO, start_trial
 from hesslens.report import AnalysisSettings, analyze_operator
 
@@ -159,12 +158,15 @@ def test_the_estimate_grows_with_the_gradient(monkeypatch):
     # a Linear is two nodes (addmm, the weight's transpose), a Tanh one, cross-entropy two (log-softmax, NLL)
     assert (small.nodes, large.nodes) == (2 * 2 + 1 + 2, 5 * 2 + 4 + 2)
     per_node = gradient_profile.LINEARIZE_SECONDS_PER_NODE * large.nodes
-    # the first linearisation in a process also imports torch's compiler stack (whether an earlier test did
-    # depends on the order of the tests): both cases, set here
-    monkeypatch.setitem(sys.modules, "torch._dynamo", sys.modules.get("torch._dynamo", object()))
+    # the first linearisation in a process also warms torch's tracing stack (whether an earlier test traced
+    # one depends on the order of the tests): both cases, set here
+    monkeypatch.setattr(linearize, "traces_started", 1)
     assert large.linearize_estimate() == pytest.approx(per_node)
-    monkeypatch.delitem(sys.modules, "torch._dynamo")
+    monkeypatch.setattr(linearize, "traces_started", 0)
     assert large.linearize_estimate() == pytest.approx(gradient_profile.LINEARIZE_FIRST_USE_SECONDS + per_node)
+    # and a linearisation built in the process clears it
+    hl.HessianOperator(model, loss_fn, (x, y), engine="linearize+loop").engine  # noqa: B018
+    assert linearize.traces_started == 1 and large.linearize_estimate() == pytest.approx(per_node)
     assert "TanhBackward0" in small.ops and "MseLossBackward0" not in small.ops
 
 

@@ -44,6 +44,21 @@ SPEED_MARGIN = 0.05
 #: most a linearisation is assumed to save.
 LINEARIZE_BEST_RATIO = 0.5
 
+#: The same bound for a gradient without a convolution: no such benchmark model's linearisation went below
+#: 0.8 of double backward's time per column (the MLP 0.8 and 0.9 on two machines, GPT 0.95, the transformer
+#: 1.6); what a replay saves there is autograd's per-node overhead, not a cheaper kernel. With 0.5 the MLP's
+#: linearisation was built for an 800-product SLQ in a fresh process (about 1 s, a quarter of the job) and
+#: then not chosen.
+LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION = 0.8
+
+
+def best_linearize_ratio(ops: frozenset[str]) -> float:
+    """The smallest fraction of double backward's time per column a linearisation is assumed to reach, for a
+    gradient whose autograd graph runs the nodes ``ops`` (``grad_fn`` class names)."""
+    if any(op.startswith("Convolution") for op in ops):
+        return LINEARIZE_BEST_RATIO
+    return LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION
+
 #: A linearisation whose cache is estimated above this many bytes is not built. Where a gradient saves
 #: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
 #: models past it (ResNet-18, GPT) the linearisation's products took 1.27× and 0.95× double backward's
@@ -118,6 +133,7 @@ def choose_engine(
     expected_matvecs: int = 1000,
     probe_columns: int = 4,
     linearize_estimate: float | None = None,
+    linearize_best_ratio: float = LINEARIZE_BEST_RATIO,
     columns: int | None = None,
     linearize_cache: int | None = None,
     memory_room: int | None = None,
@@ -130,7 +146,8 @@ def choose_engine(
     ``linearize_estimate`` seconds (:data:`~hesslens.operators.gradient_profile.LINEARIZE_SECONDS_PER_NODE` per
     node of the gradient's graph),
     is below what ``expected_matvecs`` double-backward products cost — with fewer products it could not
-    pay for itself even with products :data:`LINEARIZE_BEST_RATIO` of double backward's, and is recorded
+    pay for itself even with products ``linearize_best_ratio`` of double backward's (:func:`best_linearize_ratio`
+    of the gradient's nodes), and is recorded
     as ``"skipped"``; so is one whose cache, ``linearize_cache`` bytes (estimated), would exceed
     :data:`LINEARIZE_MAX_CACHE_BYTES` or the ``memory_room`` the budget leaves beside the double-backward
     cache: its peak would be paid whether or not it is chosen (the operator gives a dropped cache's pages back,
@@ -181,9 +198,9 @@ def choose_engine(
         """The linearisation's checks if it is not to be built at double backward's ``per_column`` seconds."""
         # A linearisation whose build costs more than it can save over the expected products is not built
         # (its tracing dominates a fresh process's set-up on small models): its products are taken to be at
-        # best LINEARIZE_BEST_RATIO of double backward's.
+        # best linearize_best_ratio of double backward's.
         limit = LINEARIZE_MAX_CACHE_BYTES if memory_room is None else min(LINEARIZE_MAX_CACHE_BYTES, memory_room)
-        saving = (1 - LINEARIZE_BEST_RATIO - SPEED_MARGIN) * expected_matvecs * per_column
+        saving = (1 - linearize_best_ratio - SPEED_MARGIN) * expected_matvecs * per_column
         if linearize_blocker:
             return [EngineCheck(f"linearize+{m}", "unavailable", linearize_blocker) for m in ("vmap", "loop")]
         if linearize_cache is not None and linearize_cache > limit:

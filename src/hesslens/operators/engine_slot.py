@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .. import memory
-from .choice import EngineReport, choose_engine, verified_engine
+from .choice import EngineReport, best_linearize_ratio, choose_engine, verified_engine
 
 #: product columns assumed where nothing was announced
 DEFAULT_EXPECTED_MATVECS = 1000
@@ -75,6 +75,7 @@ class EngineSlot:
                                    cache_fits=cache_fits, linearize_blocker=profile.linearize_blocker(),
                                    expected_matvecs=self.expected_matvecs,
                                    linearize_estimate=profile.linearize_estimate(),
+                                   linearize_best_ratio=best_linearize_ratio(profile.ops),
                                    columns=self.expected_columns,
                                    linearize_cache=profile.linearize_cache_estimate(len(batches)),
                                    memory_room=max(0, op._budget - op._cache_bytes), first=first)

@@ -4,12 +4,12 @@ cache and blockers from, before building anything."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import linearize
 from .engines import BatchLoss, Params, _leaf_copies
 
 #: Autograd nodes (``grad_fn`` classes) whose backward, traced by linearize, crashes the interpreter (a
@@ -22,7 +22,9 @@ LINEARIZE_CRASHES = {"MseLossBackward0": "mse_loss backward segfaults under line
 #: machine still tries a linearisation where it might pay.
 LINEARIZE_SECONDS_PER_NODE = 0.01
 
-#: The first linearisation in a process also imports torch's tracing stack (about 0.8 s measured).
+#: The first linearisation in a process also warms torch's tracing stack: about 0.8 s measured where it
+#: imports dynamo too, 0.3 s where ``torch.optim`` had imported dynamo already (the benchmark MLP after its
+#: training: 0.61 s for the first build, 0.30 s for the next ones, on a 2-core AMD EPYC).
 LINEARIZE_FIRST_USE_SECONDS = 0.5
 
 #: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
@@ -45,7 +47,8 @@ class GradientProfile:
     def linearize_estimate(self) -> float:
         """Seconds a linearisation of this gradient takes to build, estimated from its graph's size (and
         the first use of torch's tracing stack in this process)."""
-        first = 0.0 if "torch._dynamo" in sys.modules else LINEARIZE_FIRST_USE_SECONDS
+        # Not "is torch._dynamo imported": torch.optim imports it, and the first trace still costs more after.
+        first = 0.0 if linearize.traces_started else LINEARIZE_FIRST_USE_SECONDS
         return first + LINEARIZE_SECONDS_PER_NODE * self.nodes
 
     def linearize_cache_estimate(self, batches: int = 1) -> int:

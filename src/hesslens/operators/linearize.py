@@ -39,6 +39,10 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 Params = tuple[torch.Tensor, ...]
 
+#: Traces :func:`linearize_gradient` has started in this process: the first also warms torch's tracing stack
+#: (:func:`~hesslens.operators.gradient_profile.GradientProfile.linearize_estimate` adds it to the first build).
+traces_started = 0
+
 
 class UnsafeLinearizationError(RuntimeError):
     """The traced tangent graph mutates its constants in a way the repair cannot undo."""
@@ -260,6 +264,8 @@ def linearize_gradient(loss: Callable[[Params], torch.Tensor], params: Params) -
     """
     from torch.func import grad
 
+    global traces_started
+    traces_started += 1
     gradient = grad(loss)
     primals = tuple(params)
 

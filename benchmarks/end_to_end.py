@@ -15,7 +15,7 @@ process imports torch, builds the model and data, imports the library, sets it u
   many products will follow).
 
 The parent times each process from outside (interpreter start-up included) and the process reports
-its parts: ``build`` (importing torch and building the model and data — the same for every library,
+its parts (and, for hesslens, the engine report: which engine the choice took in that run): ``build`` (importing torch and building the model and data — the same for every library,
 the MLP's includes its 150 training steps), ``import`` (the library), ``setup`` and the job. Printed
 per (model, job): the median over ``--runs`` of the whole process and of the library's own part
 (import + set-up + job), interleaved across libraries so that a change of load hits all alike, and
@@ -78,7 +78,11 @@ def one(library: str, model: str, job: str, settings: dict[str, Any]) -> dict[st
     else:
         value, _ = lib.lambda_max(settings["lambda_setting"])
     t4 = time.perf_counter()
-    return {"build": t1 - t0, "import": t2 - t1, "setup": t3 - t2, "job": t4 - t3, "value": value}
+    out = {"build": t1 - t0, "import": t2 - t1, "setup": t3 - t2, "job": t4 - t3, "value": value}
+    report = getattr(getattr(lib, "op", None), "engine_report", None)
+    if library == "hesslens" and report is not None:  # the choice moves with load: which way this run went
+        out["engine"] = report.to_dict()
+    return out
 
 
 def run_one(library: str, model: str, job: str, settings: dict[str, Any]) -> dict[str, Any]:

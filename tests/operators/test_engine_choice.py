@@ -170,6 +170,16 @@ def test_the_estimate_grows_with_the_gradient(monkeypatch):
     assert "TanhBackward0" in small.ops and "MseLossBackward0" not in small.ops
 
 
+def test_a_linearisation_is_assumed_to_save_less_without_a_convolution():
+    model, loss_fn, (x, y) = _problem()
+    dense = hl.HessianOperator(model, loss_fn, (x, y))._gradient_profile
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * (x.shape[1] - 2), 3)).to(DT)
+    convolved = hl.HessianOperator(conv, loss_fn, (x[:, None, :], y))._gradient_profile
+    assert choice.best_linearize_ratio(dense.ops) == choice.LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION
+    assert choice.best_linearize_ratio(convolved.ops) == choice.LINEARIZE_BEST_RATIO
+    assert choice.LINEARIZE_BEST_RATIO < choice.LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION < 1
+
+
 def test_an_analysis_announces_all_its_products_before_the_first():
     model, loss_fn, data = _problem()
     op = hl.HessianOperator(model, loss_fn, data)

@@ -59,6 +59,7 @@ def best_linearize_ratio(ops: frozenset[str]) -> float:
         return LINEARIZE_BEST_RATIO
     return LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION
 
+
 #: A linearisation whose cache is estimated above this many bytes is not built. Where a gradient saves
 #: that much, the products are compute-bound and replaying a trace saves little: on the benchmark's two
 #: models past it (ResNet-18, GPT) the linearisation's products took 1.27× and 0.95× double backward's

@@ -6,7 +6,8 @@ then a linearisation of its batch (``LinearizeEngine``, one product of one colum
 the heap trimmed (glibc ``malloc_trim``, through ``hesslens.memory.release_freed_memory``), and a second linearisation built and multiplied the same way.
 Printed per model: the gradient's saved bytes (``GradientProfile.saved_bytes``), the resident set
 (``VmRSS``) and its high-water mark (``VmHWM``) after each step, and the linearisation's growth of the
-high-water mark over the double-backward operator's as a multiple of the saved bytes. The rows after the
+high-water mark over the double-backward operator's as a multiple of the saved bytes, and the operator calls a
+replay runs (with the in-place writes ``linearize_passes.write_out_of_place`` made out of place). The rows after the
 drop say whether the process gives the memory back (current RSS) and whether a second build reuses it
 (no new high-water mark).
 
@@ -54,6 +55,7 @@ def measure(model: str) -> dict[str, float]:
         lin = LinearizeEngine(engine.loss, engine.params, engine.batches, engine.weights, use_vmap=False)
         lin.hvp(tangents)
         step(f"{build}_linearisation")
+        out["replayed_nodes"], out["writes_out_of_place"] = lin._jvps[0].replayed_nodes, lin._jvps[0].writes_out_of_place
         del lin
         gc.collect()
         step(f"{build}_dropped")
@@ -64,15 +66,17 @@ def measure(model: str) -> dict[str, float]:
 
 def table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| model | saved by a gradient | double backward: RSS / peak | linearisation: RSS / peak | "
-             "dropped | trimmed | second build: peak | linearisation's growth of the peak / saved bytes |",
-             "|---|---|---|---|---|---|---|---|"]
+             "dropped | trimmed | second build: peak | linearisation's growth of the peak / saved bytes | "
+             "operator calls per replay (in-place writes made out of place) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for model, r in rows.items():
         growth = (r["first_linearisation_hwm"] - r["double_backward_hwm"]) / r["saved_mb"]
         lines.append(
             f"| {model} | {r['saved_mb']:,.0f} MB | {r['double_backward_rss']:,.0f} / {r['double_backward_hwm']:,.0f} MB | "
             f"{r['first_linearisation_rss']:,.0f} / {r['first_linearisation_hwm']:,.0f} MB | "
             f"{r['first_dropped_rss']:,.0f} MB | {r['first_trimmed_rss']:,.0f} MB | "
-            f"{r['second_linearisation_hwm']:,.0f} MB | {growth:.1f}× |")
+            f"{r['second_linearisation_hwm']:,.0f} MB | {growth:.1f}× | "
+            f"{r['replayed_nodes']:,.0f} ({r['writes_out_of_place']:.0f}) |")
     return "\n".join(lines)
 
 

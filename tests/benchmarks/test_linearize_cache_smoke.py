@@ -16,5 +16,6 @@ def test_one_model_reports_every_step_and_a_growth_over_double_backward():
     assert all(row[f"{s}_rss"] > 0 and row[f"{s}_hwm"] >= row[f"{s}_rss"] - 1 for s in steps)
     assert row["saved_mb"] > 0
     assert row["first_linearisation_hwm"] >= row["double_backward_hwm"]  # the peak never falls
+    assert row["replayed_nodes"] > 0 and row["writes_out_of_place"] >= 0
     text = linearize_cache.table({"mlp": row})
     assert text.count("\n") == 2 and text.splitlines()[-1].startswith("| mlp |")

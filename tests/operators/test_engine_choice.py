@@ -391,6 +391,15 @@ def test_on_a_slow_model_each_candidate_is_timed_at_its_best_measured_rate(monke
     assert check.status == "verified" and per_column == pytest.approx(0.1)
     # vmapped, it repeats at the trial's width: one column would time what its loop costs, not its batching
     assert widths == [2, 2]
+    # beyond REFINE_RATIO × the best on its first call: not called again, and not verified (it cannot be chosen)
+    clock = iter([0.0, 2 * 0.1 * REFINE_RATIO * 1.05])
+    widths.clear()
+    check, per_column = trial.check(candidate, best=0.1)
+    assert check.status == "skipped" and widths == [2] and "not timed further" in check.reason
+    assert per_column == pytest.approx(0.1 * REFINE_RATIO * 1.05) and check.relative_error <= trial.tolerance
+    clock = iter([0.0, 2 * 0.1 * REFINE_RATIO * 0.95, 1.0, 1.2])  # within reach: repeated, and verified
+    widths.clear()
+    assert trial.check(candidate, best=0.1)[0].status == "verified" and widths == [2, 2]
 
 
 def test_a_loop_repeats_on_one_column_and_a_clearly_slower_candidate_once(monkeypatch):

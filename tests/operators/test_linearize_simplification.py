@@ -9,8 +9,9 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from hesslens.operators.linearize import (_constant_reads, drop_unread_constants, drop_zero_additions, linearize_gradient,
-                                          repair_constant_mutations, share_equal_constants)
+from hesslens.operators.linearize import linearize_gradient
+from hesslens.operators.linearize_passes import (_constant_reads, drop_unread_constants, drop_zero_additions,
+                                                 repair_constant_mutations, share_equal_constants)
 
 DT = torch.float64
 

@@ -14,7 +14,8 @@ from torch.func import functional_call, grad, jvp, linearize
 import hesslens as hl
 from hesslens import EngineRefusedError, InvalidInputError
 from hesslens.operators import engines as engines_module
-from hesslens.operators.linearize import linearize_gradient, repair_constant_mutations
+from hesslens.operators.linearize import linearize_gradient
+from hesslens.operators.linearize_passes import repair_constant_mutations
 
 from conftest import assert_close64, concatenated_objective, reference_hessian
 

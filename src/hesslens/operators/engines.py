@@ -36,7 +36,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.func import grad, jvp, vmap
 
-from .linearize import UnsafeLinearizationError, linearize_gradient
+from .linearize import linearize_gradient
+from .linearize_passes import UnsafeLinearizationError
 
 Params = tuple[torch.Tensor, ...]
 BatchLoss = Callable[[Params, Any], torch.Tensor]

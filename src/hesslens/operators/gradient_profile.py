@@ -29,10 +29,11 @@ LINEARIZE_FIRST_USE_SECONDS = 0.5
 
 #: A linearisation's traced constants and its replay's intermediates, as a multiple of the bytes one
 #: gradient saves for backward: its growth of the peak RSS over a double-backward operator's, after one
-#: product, was 1.4× (benchmark CNN), 1.8× (ResNet-18), 7.6× (transformer) and 9.6× (GPT) in
-#: ``python -m benchmarks.linearize_cache`` once unread and duplicate constants were dropped (3.2×, 6.1×,
-#: 11× and 18.5× before); rounded up from the largest.
-LINEARIZE_CACHE_FACTOR = 10
+#: product, was 1.3× (benchmark CNN), 11.7× (transformer) and 9.3× (GPT) in ``python -m
+#: benchmarks.linearize_cache`` once in-place writes no longer stopped the folding
+#: (:func:`~hesslens.operators.linearize_passes.write_out_of_place`: the transformer then holds the forward pass
+#: its replay used to recompute; 7.6× before); rounded up from the largest.
+LINEARIZE_CACHE_FACTOR = 12
 
 
 @dataclass(frozen=True)

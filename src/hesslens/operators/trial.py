@@ -8,8 +8,9 @@ general product autograd offers) — on *every* one of at least two calls:
 
 (√ε: 1.5e-8 in float64, 3.5e-4 in float32; the defects this guards against were 0.5–100 % off).
 The same calls time it: seconds per product column, the better of two steady-state calls (on a slow
-model, of the first call and one repeat; a candidate clearly slower than the best so far gets one
-repeat), of one column where the engine loops and at the trial's width where it vmaps. :mod:`hesslens.operators.choice` weighs the
+model, of the first call and one repeat), of one column where the engine loops and at the trial's width
+where it vmaps. A candidate clearly slower than the best so far is called less: one repeat on a fast
+model, none after a slow first call (it is then ``skipped``, not verified: it cannot be chosen). :mod:`hesslens.operators.choice` weighs the
 verified candidates; :mod:`hesslens.operators.block_products` does the same for block products.
 """
 
@@ -42,7 +43,8 @@ def agreement_tolerance(dtype: torch.dtype) -> float:
 @dataclass(frozen=True)
 class EngineCheck:
     """One candidate: ``status`` is ``"chosen"``, ``"verified"``, ``"refused"`` (wrong products),
-    ``"unavailable"`` (it raised, or is known to crash) or ``"skipped"`` (not built: it could not pay off)."""
+    ``"unavailable"`` (it raised, or is known to crash) or ``"skipped"`` (not built, or not called past a
+    first slow call: it could not pay off)."""
 
     label: str
     status: str
@@ -105,13 +107,24 @@ class Trial:
         engine repeats at the trial's width: on one column vmap has nothing to batch and costs what the
         loop does (on the benchmark's ResNet-18 a one-column repeat made vmap look as fast as the loop,
         where two columns cost it more per column). Returns the check (status ``verified`` or
-        ``refused``) and the measured seconds per column."""
+        ``refused``) and the measured seconds per column. On a slow model (a call above
+        :data:`SLOW_CALL_SECONDS`) a candidate whose first call is already beyond :data:`REFINE_RATIO` times
+        ``best`` is not called again: its check is ``skipped``, with that call's rate and agreement."""
         if is_reference:
             first, first_seconds = self.reference, self.reference_seconds
         else:
             first, first_seconds = self._timed(engine, self.columns)
         errors = [relative_error(first, self.reference)]
         slow = self.slow or first_seconds > SLOW_CALL_SECONDS
+        first_rate = first_seconds / self.columns
+        if slow and best is not None and not is_reference and first_rate > REFINE_RATIO * best \
+                and errors[0] <= self.tolerance:
+            # On a slow model one call is the measurement: a repeat would confirm a rate that cannot win (on the
+            # benchmark GPT, vmap's repeat was 2.2 s of an 8.8 s set-up), and an engine not chosen needs no
+            # proof that its replays agree.
+            reason = (f"not timed further: its first call ({first_rate:.3g} s per column) was beyond {REFINE_RATIO}× "
+                      f"the best rate so far ({best:.3g} s)")
+            return EngineCheck(engine.label, "skipped", reason, first_rate, errors[0]), first_rate
         width = self.columns if engine.use_vmap else 1
         rates = []
         for _ in range(1 if slow else 2):
@@ -124,7 +137,7 @@ class Trial:
         # repeat's, the better of the two (for the reference the first call is the very first product,
         # with every one-time cost in it: taken alone it would favour the candidates timed after it).
         # Otherwise the steady-state repeats are the measurement.
-        per_column = min(first_seconds / self.columns, *rates) if slow else min(rates)
+        per_column = min(first_rate, *rates) if slow else min(rates)
         worst = max(errors)
         if worst <= self.tolerance:
             return EngineCheck(engine.label, "verified", "agrees with double backward", per_column, worst), per_column

@@ -159,3 +159,43 @@ def test_an_attention_linearisation_folds_its_forward_pass_and_replays_exactly()
     for _ in range(3):
         for out, ref in zip(product(tangents), reference):
             assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
+
+
+def _unsqueezed_in_place(x, y):
+    z = x * 2
+    z.unsqueeze_(0)  # changes z's shape, not its values: out of place it is a view of z
+    z.add_(y)
+    return z * 1
+
+
+def _transposed_in_place(x, y):
+    z = x * 2
+    z.t_()
+    z.mul_(y)  # now into a transposed view: not contiguous, stays in place
+    return z.reshape(-1) * 1
+
+
+def _transposed_in_place_view_read(x, y):
+    z = x * 2
+    row = z[0]  # made before the metadata write and read after it
+    z.t_()
+    z.add_(y)
+    return row * 1, z * 1
+
+
+@pytest.mark.parametrize("f, rewritten", [
+    (_unsqueezed_in_place, 2),
+    (_transposed_in_place, 1),
+    (_transposed_in_place_view_read, 0),
+], ids=["unsqueeze_", "t_-then-strided-write", "t_-with-earlier-view"])
+def test_in_place_view_operators_become_views_with_the_same_shapes_and_values(f, rewritten: int) -> None:
+    """Operators that write only a tensor's metadata (``unsqueeze_``, ``t_``: tagged ``inplace_view``) go
+    through the same rules; their out-of-place variants are views, which the alias analysis then follows."""
+    g = torch.Generator().manual_seed(98)
+    x, y = torch.randn(3, 3, generator=g, dtype=DT), torch.randn(3, 3, generator=g, dtype=DT)
+    gm = make_fx(f)(x.clone(), y)
+    assert any(torch.Tag.inplace_view in n.target.tags for n in gm.graph.nodes if n.op == "call_function")
+    assert write_out_of_place(gm) == rewritten
+    expected, outs = f(x.clone(), y), gm(x.clone(), y)
+    for out, ref in zip(outs if isinstance(outs, tuple) else (outs,), expected if isinstance(expected, tuple) else (expected,)):
+        assert out.shape == ref.shape and torch.equal(out, ref)

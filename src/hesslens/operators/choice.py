@@ -40,15 +40,15 @@ PREFERENCE = ("double_backward+loop", "double_backward+vmap", "linearize+loop", 
 SPEED_MARGIN = 0.05
 
 #: The fastest a linearisation's products were against double backward's on the benchmark models (per
-#: column, as low as 0.55 on the CNN; 0.8 on the MLP, 1.2 on ResNet-18, 1.6 on the transformer): the
+#: column, as low as 0.55 on the CNN; 0.8 on the MLP, 1.2 on ResNet-18, 0.86 on the transformer): the
 #: most a linearisation is assumed to save.
 LINEARIZE_BEST_RATIO = 0.5
 
 #: The same bound for a gradient without a convolution: no such benchmark model's linearisation went below
 #: 0.8 of double backward's time per column (the MLP 0.8 and 0.9 on two machines, GPT 0.95, the transformer
-#: 1.6); what a replay saves there is autograd's per-node overhead, not a cheaper kernel. With 0.5 the MLP's
-#: linearisation was built for an 800-product SLQ in a fresh process (about 1 s, a quarter of the job) and
-#: then not chosen.
+#: 0.86-0.87 since its in-place writes are made out of place, 1.5-1.9 before); what a replay saves there is
+#: autograd's per-node overhead, not a cheaper kernel. With 0.5 the MLP's linearisation was built for an
+#: 800-product SLQ in a fresh process (about 1 s, a quarter of the job) and then not chosen.
 LINEARIZE_BEST_RATIO_WITHOUT_CONVOLUTION = 0.8
 
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         print("Float32 against float64 products (float64 basis), digits MLP 64-64-64-10\n")
         print(products_table())
     if args.basis or both:
-        print(f"\nFloat32 against float64 Lanczos basis (float32 products, same probes), SLQ seed 0\n")
+        print("\nFloat32 against float64 Lanczos basis (float32 products, same probes), SLQ seed 0\n")
         print(basis_table(models))
 
 

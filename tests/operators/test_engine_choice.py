@@ -294,7 +294,7 @@ def test_after_a_comparison_the_kept_reference_loop_answers_the_first_product_to
     widths = _count_reference_calls(monkeypatch)
     at_choice = []
     chooser = engine_slot.choose_engine
-    monkeypatch.setattr(engine_slot, "choose_engine", lambda *a, **kw: (c := chooser(*a, **kw), at_choice.append(len(widths)))[0])
+    monkeypatch.setattr(engine_slot, "choose_engine", lambda *a, **kw: (chooser(*a, **kw), at_choice.append(len(widths)))[0])
     op = hl.HessianOperator(model, loss_fn, data)
     op.expect(10, columns=2)
     v = torch.randn(op.n, 2, dtype=DT, generator=torch.Generator().manual_seed(5))

@@ -21,6 +21,14 @@ def _writes(gm) -> int:
     return sum(1 for n in gm.graph.nodes if _written_arguments(n))
 
 
+def _assert_same_outputs(outs, expected) -> None:
+    """The rewritten graph's outputs against the function's: the same dtypes, shapes and values, bit for bit."""
+    outs, expected = (x if isinstance(x, tuple) else (x,) for x in (outs, expected))
+    assert len(outs) == len(expected)
+    for out, ref in zip(outs, expected):
+        assert out.dtype == ref.dtype and out.shape == ref.shape and torch.equal(out, ref)
+
+
 def _scaled_then_shifted(x, y):
     z = x * 2
     z.add_(y)
@@ -34,8 +42,7 @@ def test_writes_into_an_intermediate_become_out_of_place_with_the_same_values() 
     assert _writes(gm) == 2
     assert write_out_of_place(gm) == 2
     assert _writes(gm) == 0
-    for out, ref in zip(gm(x, y), _scaled_then_shifted(x, y)):
-        assert torch.equal(out, ref)
+    _assert_same_outputs(gm(x, y), _scaled_then_shifted(x, y))
 
 
 def _input_written(x, y):
@@ -101,9 +108,7 @@ def test_writes_the_rewrite_cannot_make_exact_are_left_in_place(f, kept: int) ->
         return
     xs = x.clone()
     expected = f(x.clone(), y)
-    outs = gm(xs, y)
-    for out, ref in zip(outs if isinstance(outs, tuple) else (outs,), expected if isinstance(expected, tuple) else (expected,)):
-        assert out.dtype == ref.dtype and torch.equal(out, ref)
+    _assert_same_outputs(gm(xs, y), expected)
     if f is _input_written:
         assert torch.equal(xs, x + y)  # the write into the input is still made
 
@@ -196,6 +201,4 @@ def test_in_place_view_operators_become_views_with_the_same_shapes_and_values(f,
     gm = make_fx(f)(x.clone(), y)
     assert any(torch.Tag.inplace_view in n.target.tags for n in gm.graph.nodes if n.op == "call_function")
     assert write_out_of_place(gm) == rewritten
-    expected, outs = f(x.clone(), y), gm(x.clone(), y)
-    for out, ref in zip(outs if isinstance(outs, tuple) else (outs,), expected if isinstance(expected, tuple) else (expected,)):
-        assert out.shape == ref.shape and torch.equal(out, ref)
+    _assert_same_outputs(gm(x.clone(), y), f(x.clone(), y))
